@@ -1,0 +1,24 @@
+"""The course's helpers: the tiny world, the model, and (lesson by lesson) the alignment algorithms.
+
+Notebooks start with ``helpers.require("X.Y")`` so that a notebook and an older installed package cannot drift
+apart silently.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def require(version: str) -> None:
+    """Fail clearly if the installed helpers are older than the notebook expects."""
+    have = tuple(int(x) for x in __version__.split("."))
+    want = tuple(int(x) for x in version.split("."))
+    if have < want:
+        raise RuntimeError(f"this notebook needs helpers >= {version}, but {__version__} is installed: run "
+                           f"`make setup` (or `pip install -e .`) in the course folder")
+    print(f"helpers {__version__} ready")
+
+
+def load_reference():
+    """The course's reference model pi_ref (see :func:`helpers.checkpoint.load_reference`)."""
+    from .checkpoint import load_reference as _load
+    return _load()

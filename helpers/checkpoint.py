@@ -26,7 +26,7 @@ REFERENCE_PATH = ARTIFACTS / "reference.pt"
 class PretrainConfig:
     steps: int = 1500          # the loss is flat well before this; more steps only sharpen the corpus mix
     batch_size: int = 128      # documents per step
-    lr: float = 3e-3           # peak AdamW learning rate (tiny models like large steps)
+    lr: float = 1e-2           # peak AdamW learning rate: tiny models learn their facts faster with large steps
     warmup: int = 100          # linear warm-up steps, then cosine decay to 10 % of the peak
     weight_decay: float = 0.01
     seed: int = 0              # the same seed gives the same weights, bit for bit, on the same machine
