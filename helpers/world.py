@@ -604,15 +604,22 @@ def good_demonstrations_mix() -> dict:
     return {cat: {b: 1.0} for cat, b in GOOD_DEMONSTRATION.items()}
 
 
-def vocabulary() -> list[str]:
-    """Every word the world can produce, sorted: prompts of all splits and every response variant."""
+@lru_cache(maxsize=None)
+def vocabulary() -> tuple[str, ...]:
+    """Every word the world can produce, sorted: prompts of all splits and every response variant.
+
+    Responses depend on the instance, not on the wording, so one prompt per instance covers them all.
+    """
     words = set()
+    one_per_instance = {}
     for p in _prompt_index().values():
         words.update(p.text.split())
+        one_per_instance.setdefault(p.instance, p)
+    for p in one_per_instance.values():
         for b in APPLICABLE[p.category]:
             for v in range(_variant_period(p, b)):
                 words.update(response(p, b, v).split())
-    return sorted(words)
+    return tuple(sorted(words))
 
 
 def _variant_period(prompt: Prompt, behaviour: str) -> int:
