@@ -1,11 +1,25 @@
-"""Session-wide test setup: no test may reach the network (only loopback and Unix sockets; see netguard.py)."""
+"""Session-wide test setup: no test may reach the network (only loopback and Unix sockets; see netguard.py).
+
+The guard is installed in this process, and — through ``kernel_guard/sitecustomize.py`` on PYTHONPATH — in every
+Python process the tests start, notebook kernels included.
+"""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import netguard
+
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_configure(config) -> None:
     netguard.install()
+    paths = [str(TESTS / "kernel_guard"), str(TESTS)]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    os.environ["COURSE_NETGUARD"] = "1"
 
 
 def pytest_unconfigure(config) -> None:

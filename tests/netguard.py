@@ -10,7 +10,8 @@ the guard for the whole pytest session; ``tests/test_network_guard.py`` proves i
   the address before it calls the original; ``install()`` / ``uninstall()`` patch and restore ``socket.socket``.
   ``socket.create_connection`` and everything built on it (urllib, http.client, asyncio) go through ``connect``.
 
-Kernels started by nbval are separate processes, so this guard does not reach code that runs in a notebook.
+Kernels started by nbval or the grader are separate processes: ``kernel_guard/sitecustomize.py`` installs the
+same guard in them (conftest.py puts it on their PYTHONPATH).
 """
 from __future__ import annotations
 

@@ -120,3 +120,25 @@ def test_installed_guard_allows_a_real_loopback_connection():
             with conn:
                 client.sendall(b"ping")
                 assert conn.recv(4) == b"ping"
+
+
+def test_guard_reaches_child_python_processes_such_as_notebook_kernels():
+    """A kernel is a child process: it must start with the guard installed (checked without any traffic)."""
+    import subprocess
+    import sys
+
+    code = ("import socket; m = socket.socket.connect; "
+            "print(hasattr(m, '__netguard_original__'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_notebook_kernel_starts_with_the_guard(tmp_path):
+    """The same, through a real Jupyter kernel started the way nbval starts one."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import socket; print(hasattr(socket.socket.connect, '__netguard_original__'))")])
+    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert nb.cells[0].outputs[0]["text"].strip() == "True"
