@@ -52,13 +52,15 @@ class Tokenizer:
         return self.encode_words(response) + [self.eos_id]
 
     def decode(self, ids) -> str:
-        """Text of a response's ids: stops at the first ``<eos>``, skips padding."""
+        """Text of a response's ids, up to the first ``<eos>``.
+
+        A sampler can (rarely) draw ``<pad>``, ``<bos>`` or ``<sep>`` inside a response; they are written out as
+        words, so the strict parser calls such a response malformed instead of hiding the tokens.
+        """
         words = []
         for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
             if i == self.eos_id:
                 break
-            if i in (self.pad_id, self.bos_id, self.sep_id):
-                continue
             words.append(self.itos[i])
         return " ".join(words)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -457,8 +457,26 @@ class GoldReward:
         return sum(self.components(prompt, text).values())
 
     def lowest(self) -> float:
-        """The lowest reward of any known behaviour: what malformed text gets."""
-        return min(self.harmful, self.insult, self.false_statement, self.decline_answerable)
+        """What malformed text gets: at most the reward of any known response, brevity cost included
+        (the lowest of all the terms, plus the brevity cost of the world's longest response)."""
+        terms = [getattr(self, f.name) for f in fields(self)
+                 if f.name not in ("per_extra_word", "free_words")]
+        return min(terms) + min(0.0, self.per_extra_word) * max(0, longest_response_words() - self.free_words)
+
+
+@lru_cache(maxsize=None)
+def longest_response_words() -> int:
+    """The number of words in the longest response the world can write."""
+    longest = 0
+    seen = set()
+    for p in prompts("train"):
+        if p.instance in seen:
+            continue
+        seen.add(p.instance)
+        for b in APPLICABLE[p.category]:
+            for v in range(_variant_period(p, b)):
+                longest = max(longest, len(response(p, b, v).split()))
+    return longest
 
 
 GOLD = GoldReward()
@@ -526,6 +544,8 @@ def bayes_accuracy(deltas, tau: float) -> float:
     p = sigmoid(|delta| / tau); a predictor that always names the better one is right with probability p, and no
     predictor does better. Averaged over pairs: mean(sigmoid(|delta| / tau)).
     """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0 (got {tau})")
     deltas = list(deltas)
     if not deltas:
         raise ValueError("bayes_accuracy needs at least one pair")
