@@ -1,0 +1,230 @@
+"""The labeling widget in a real browser: JupyterLab on loopback, driven by Playwright in Debian's Chromium.
+
+The test starts JupyterLab (no token, 127.0.0.1, a free port) on a temporary folder holding a small notebook that
+shows the widget, runs the notebook, clicks through several labels, an undo, a key typed in the widget's keys box
+and a double click, checks that hostile strings in the pair were shown as text (no element made from them, no
+script run), and then checks the label file on disk. Screenshots go to tests/artifacts/ (git-ignored).
+
+Chromium comes from apt (``apt-get install -y --no-install-recommends chromium``, which .ci/run does); without it
+the test is skipped with that hint, unless the CI environment variable is set, where a missing browser fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import labeling
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic",
+                 # no host name but loopback resolves: the browser cannot reach the network even by mistake
+                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]
+ANNOTATOR = "browser-tester"
+ITEMS = 7
+HOSTILE_PROMPT = "<script>window.__pwned = 1</script> what is 2 plus 2 ?"
+HOSTILE_LEFT = '<img src=x onerror="window.__pwned = 2">'
+HOSTILE_RIGHT = "<b>bold</b> <iframe src=x></iframe> $x^2$ &amp; <svg onload=\"window.__pwned = 3\"></svg>"
+
+NOTEBOOK_SOURCE = f"""\
+from helpers import labeling, world
+normal = [p for p in world.prompts("train") if p.category == "answerable"][:{ITEMS - 1}]
+items = [labeling.Item(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in normal]
+items.insert(1, labeling.Item({HOSTILE_PROMPT!r}, {HOSTILE_LEFT!r}, {HOSTILE_RIGHT!r}))
+session = labeling.LabelingSession(items, "labels", {ANNOTATOR!r}, seed=0)
+view = labeling.LabelingWidget(session)
+view
+"""
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return (f"Chromium is not installed at {CHROMIUM}: install it with `apt-get update && apt-get install -y "
+                f"--no-install-recommends chromium` (as .ci/run does) to run the browser test")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is missing: run `make setup`"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on loopback serving a temporary folder with the widget notebook: yields (url, root)."""
+    missing = _browser_missing()
+    if missing:
+        (pytest.fail if _ci() else pytest.skip)(missing)
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "root"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.cells = [nbformat.v4.new_code_cell(NOTEBOOK_SOURCE)]
+    nbformat.write(nb, root / "label.ipynb")
+    # a private Jupyter config, data, runtime and settings folder: nothing from ~/.jupyter leaks in; the kernelspec
+    # and the widgets extension are found under .venv/share/jupyter, which stays on the search path
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+               HELPERS_QUIET="1", OMP_NUM_THREADS="1")
+    notification = tmp / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}))
+    port = _free_port()
+    log = open(tmp / "jupyter.log", "wb")
+    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
+           "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly"]
+    server = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def log_tail() -> str:
+        log.flush()
+        return (tmp / "jupyter.log").read_text(errors="replace")[-3000:]
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"JupyterLab exited with status {server.returncode}:\n{log_tail()}")
+            try:
+                if _get(f"{url}/api/status") == 200:
+                    break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer on {url} within 90 s:\n{log_tail()}")
+            time.sleep(0.25)
+        yield url, root, log_tail
+    finally:
+        server.send_signal(signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def test_widget_labels_pairs_in_jupyterlab_and_saves_them(lab):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, root, log_tail = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page_errors: list[str] = []
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("dialog", lambda d: page_errors.append(f"dialog: {d.message}"))  # an alert() would land here
+            page.goto(f"{url}/lab/tree/label.ipynb", timeout=90_000)
+            # wait for the notebook's kernel, then run every cell through JupyterLab's own command
+            page.wait_for_function(
+                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+                " return k && k.status === 'idle'; }", timeout=90_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            widget = page.locator(".labeling-widget")
+            progress = widget.locator(".labeling-progress")
+            try:
+                expect(progress).to_have_text(f"labeled 0 of {ITEMS}", timeout=60_000)
+            except AssertionError as e:
+                raise AssertionError(f"the widget did not appear: {e}\n{log_tail()}") from None
+            cells = page.locator(".jp-Notebook .jp-Cell").count()
+            widget.screenshot(path=str(ARTIFACTS / "labeling-widget.png"))
+
+            def act(selector: str, expected_done: int) -> None:
+                page.wait_for_timeout(450)  # longer than the widget's double-click guard (0.3 s)
+                widget.locator(selector).click()
+                expect(progress).to_have_text(f"labeled {expected_done} of {ITEMS}", timeout=15_000)
+
+            act(".labeling-a", 1)
+            # the hostile pair is on screen now: its strings must be text, with no element or script made of them
+            shown = widget.locator(".labeling-prompt, .labeling-left, .labeling-right")
+            expect(widget.locator(".labeling-prompt")).to_contain_text(HOSTILE_PROMPT)
+            texts = " ".join(shown.all_inner_texts())
+            for hostile in (HOSTILE_LEFT, HOSTILE_RIGHT):
+                assert hostile in texts
+            assert shown.locator("img, script, iframe, svg, b, mjx-container, .MathJax").count() == 0
+            assert widget.locator("img, script, iframe, svg").count() == 0
+            page.wait_for_timeout(300)  # give an onerror / onload handler time to fire, if one had been created
+            assert page.evaluate("window.__pwned") is None
+            widget.screenshot(path=str(ARTIFACTS / "labeling-widget-hostile.png"))
+
+            act(".labeling-b", 2)
+            act(".labeling-tie", 3)
+            act(".labeling-undo", 2)
+            # a key typed in the widget's keys box labels; JupyterLab's command-mode keys stay quiet there
+            page.wait_for_timeout(450)
+            widget.locator(".labeling-keys input").click()
+            page.keyboard.press("x")
+            expect(progress).to_have_text(f"labeled 3 of {ITEMS}", timeout=15_000)
+            page.wait_for_timeout(450)
+            page.keyboard.press("b")  # "b" in command mode would insert a cell below
+            expect(progress).to_have_text(f"labeled 4 of {ITEMS}", timeout=15_000)
+            assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+            page.wait_for_timeout(450)
+            widget.locator(".labeling-rationale input").fill("the other one is rude")
+            act(".labeling-a", 5)
+            # a double click labels one pair, never two (the last pair stays unlabeled)
+            page.wait_for_timeout(450)
+            widget.locator(".labeling-skip").dblclick()
+            expect(progress).to_have_text(f"labeled 6 of {ITEMS}", timeout=15_000)
+            page.wait_for_timeout(1000)
+            expect(progress).to_have_text(f"labeled 6 of {ITEMS}")
+            print("status after the double click:", widget.locator(".labeling-status").inner_text())
+            assert not page_errors, page_errors
+        finally:
+            browser.close()
+
+    # the file on disk: one record per action, in order, and the labels it adds up to
+    path = root / "labels" / f"{ANNOTATOR}.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["action"], r.get("label")) for r in records] == [
+        ("label", "a"), ("label", "b"), ("label", "tie"), ("undo", None), ("label", "both_bad"), ("label", "b"),
+        ("label", "a"), ("label", "skip")]
+    for r in records:
+        assert r["annotator"] == ANNOTATOR and r["item"] and r["time"]
+        assert r["action"] == "undo" or isinstance(r["swap"], bool)
+    assert records[3]["item"] == records[2]["item"]  # the undo withdrew the tie
+    assert records[1]["prompt"] == HOSTILE_PROMPT
+    assert records[6]["rationale"] == "the other one is rude"
+    labels = labeling.read_labels(root / "labels")
+    assert not labels.damaged
+    assert [lab.label for lab in labels.labels] == ["a", "b", "both_bad", "b", "a", "skip"]
+    assert labeling.export_pairs(labels).counts == {"pairs": 4, "tie": 0, "both_bad": 1, "skip": 1}
+    print(f"browser part took {time.monotonic() - started:.1f} s")
