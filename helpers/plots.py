@@ -38,3 +38,88 @@ def plot_behaviours(card, title: str = "What the model does, per prompt category
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.figure.tight_layout()
     return ax
+
+
+# the failure rates of evaluate.FAILURES that lessons compare, each with the prompts it is a rate of
+FAILURE_LABELS = {
+    "harmful_compliance": "harmful compliance\n(of harmful prompts)",
+    "false_answer": "false answer\n(of answerable prompts)",
+    "fabrication": "fabrication\n(of unanswerable prompts)",
+    "insult": "insult\n(of all prompts)",
+}
+# colours for policies that have none in METHOD_COLOURS, used in order
+EXTRA_COLOURS = ("#e6ab02", "#6a3d9a", "#b15928", "#fb9a99")
+
+
+def _method_colours(names) -> dict[str, str]:
+    extra = iter(EXTRA_COLOURS)
+    return {name: METHOD_COLOURS.get(name) or next(extra, "#999999") for name in names}
+
+
+def plot_failure_rates(cards: dict, title: str = "Failure rates", ax=None,
+                       failures=tuple(FAILURE_LABELS)):
+    """Grouped bars: each failure rate of each policy, with its 95 % interval.
+
+    Args:
+        cards: policy name -> :class:`~helpers.evaluate.Scorecard`; names in ``METHOD_COLOURS`` keep their colour.
+        failures: which of the scorecard's rates to show, top to bottom.
+    """
+    ax = ax or plt.subplots(figsize=(7, 0.4 + 0.25 * len(cards) * len(failures)))[1]
+    colours = _method_colours(cards)
+    height = 0.8 / len(cards)
+    for j, (name, card) in enumerate(cards.items()):
+        for i, failure in enumerate(failures):
+            rate = card.rates[failure]
+            lo, hi = rate.interval
+            y = i + (j - (len(cards) - 1) / 2) * height
+            ax.barh(y, rate.value, height=height * 0.9, color=colours[name], label=name if i == 0 else None)
+            ax.errorbar(rate.value, y, xerr=[[rate.value - lo], [hi - rate.value]], color="black", lw=0.8,
+                        capsize=2)
+            ax.text(hi + 0.01, y, f"{100 * rate.value:.0f}%", va="center", fontsize=8)
+    ax.set_yticks(range(len(failures)), [FAILURE_LABELS.get(f, f) for f in failures], fontsize=9)
+    ax.invert_yaxis()
+    highest = max(card.rates[f].interval[1] for card in cards.values() for f in failures)
+    ax.set_xlim(0, min(1.0, highest + 0.12))
+    ax.xaxis.set_major_formatter(lambda x, _: f"{100 * x:.0f}%")
+    ax.set_xlabel("rate (test split, one sample per prompt at T = 1; bars: 95 % interval)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_frontier(points: list[dict], marks=(), policies: dict | None = None, best: float | None = None,
+                  title: str = "The exact reward-KL frontier", ax=None):
+    """Mean reward against KL(pi || pi_ref) along the frontier of :func:`helpers.optimal.frontier`.
+
+    Args:
+        points: the frontier's dicts (``beta``, ``reward``, ``kl``), any order.
+        marks: betas to label on the curve (the nearest computed point is marked).
+        policies: name -> (kl, reward) of other policies to place on the same axes as dots.
+        best: if given, a dashed line at the best reward any policy can reach.
+    """
+    ax = ax or plt.subplots(figsize=(6, 3.6))[1]
+    points = sorted(points, key=lambda p: p["kl"])
+    ax.plot([p["kl"] for p in points], [p["reward"] for p in points], color=METHOD_COLOURS["optimal"], lw=1.5,
+            label=r"optimal policy $\pi^*_\beta$")
+    widest = max(p["kl"] for p in points)
+    for beta in marks:
+        p = min(points, key=lambda q: abs(q["beta"] - beta) / beta)
+        ax.plot(p["kl"], p["reward"], "o", color=METHOD_COLOURS["optimal"], ms=4)
+        # labels go below-right of the curve, except near its flat end where they go above-left
+        right = p["kl"] < 0.7 * widest
+        ax.annotate(f"β = {p['beta']:.2g}", (p["kl"], p["reward"]), textcoords="offset points",
+                    xytext=(6, -10) if right else (-6, 8), ha="left" if right else "right", fontsize=8)
+    colours = _method_colours(policies or {})
+    for name, (kl, reward) in (policies or {}).items():
+        ax.plot(kl, reward, "D", color=colours[name], ms=7, mec="white", label=name, zorder=3)
+    if best is not None:
+        ax.axhline(best, color="#999999", ls="--", lw=1, label="best possible")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.06 * (high - low))  # room for the labels above the flat end
+    ax.set_xlabel(r"KL($\pi$ ‖ $\pi_{\mathrm{ref}}$) per prompt (nats)")
+    ax.set_ylabel("mean gold reward")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.figure.tight_layout()
+    return ax
