@@ -3,6 +3,9 @@
 - ``pretrain``: train the reference model from its seed and save it under helpers/artifacts/.
 - ``evaluate``: print the scorecard of a checkpoint (the reference by default) on the test split.
 - ``bench``: measure the figures the issues name; print a table and write bench.json.
+- ``exercises``: regenerate every notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb
+  (``--execute`` first re-executes the lessons and solutions in place: ``make notebooks``).
+- ``grade DIR``: grade every submitted exercise notebook in DIR; write grades.csv and feedback/.
 """
 from __future__ import annotations
 
@@ -22,6 +25,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="a second checkpoint to report KL and win rate against (default: the reference)")
     b = sub.add_parser("bench", help="measure the benchmark figures; write bench.json")
     b.add_argument("--out", type=Path, default=Path("bench.json"))
+    x = sub.add_parser("exercises", help="regenerate the exercise notebooks from the solution notebooks")
+    x.add_argument("--check", action="store_true",
+                   help="write nothing; fail if an exercise notebook is missing or differs from what it would be")
+    x.add_argument("--execute", action="store_true",
+                   help="first re-execute every lesson and solution notebook in place (what `make notebooks` does)")
+    g = sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (one per student)")
+    g.add_argument("folder", type=Path, help="the submissions: one NAME.ipynb per student")
+    g.add_argument("--out", type=Path, default=None, help="where grades.csv and feedback/ go (default: FOLDER)")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per notebook (default 120)")
+    g.add_argument("--workers", type=int, default=2, help="notebooks graded at once (default 2)")
+    g.add_argument("--solutions", type=Path, default=None,
+                   help="the solution notebook (or solutions/ folder) to grade against (default: this course's)")
+    g.add_argument("--assignment", default=None, help="e.g. 01-alignment-problem (default: found from the cells)")
     args = parser.parse_args(argv)
 
     if args.command == "pretrain":
@@ -38,3 +54,25 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "bench":
         from .bench import run_bench
         run_bench(args.out)
+    elif args.command == "exercises":
+        _exercises(args.check, args.execute)
+    elif args.command == "grade":
+        from .grading import grade_folder
+        grade_folder(args.folder, args.out, args.timeout, args.workers, args.solutions, args.assignment)
+
+
+def _exercises(check: bool, execute: bool) -> None:
+    import sys
+
+    from . import exercises as ex
+    if execute:
+        for path in ex.lesson_notebooks() + ex.solution_notebooks():
+            print(f"executing {path.relative_to(ex.ROOT)}", flush=True)
+            ex.execute_in_place(path)
+    changed = ex.generate(check=check)
+    for path in changed:
+        print(f"{'out of date' if check else 'wrote'}: {path.relative_to(ex.ROOT)}")
+    if check and changed:
+        sys.exit("exercise notebooks differ from their solutions: run `make exercises`")
+    if not changed:
+        print("exercise notebooks are up to date")
