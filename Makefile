@@ -27,6 +27,8 @@ help:
 	@echo "make setup      create .venv and install the pinned dependencies (PYTHON=$(PYTHON); a no-op when up to date)"
 	@echo "make artifacts  rebuild the committed artifacts (the reference model) from their seeds"
 	@echo "make bench      measure the benchmark figures; print a table and write bench.json"
+	@echo "make exercises  regenerate notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb"
+	@echo "make notebooks  re-execute lessons and solutions in place, then regenerate the exercises"
 	@echo "make clean      remove .venv and bench.json"
 
 setup: $(STAMP)

@@ -98,6 +98,15 @@ SECTIONS = [bench_reference]
 SECTIONS += [bench_notebooks, bench_grading]  # notebooks and grading (exercises, lesson 01 onward)
 
 
+def bench_labeling() -> dict:
+    """``labeling.seconds_200_pairs``: 200 simulated clicks through the labeling session, saved to disk."""
+    from .bench_labeling import bench_labeling as run
+    return run()
+
+
+SECTIONS += [bench_labeling]
+
+
 def _merge(into: dict, new: dict) -> None:
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(into.get(k), dict):
