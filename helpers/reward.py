@@ -1,0 +1,326 @@
+"""Reward modeling with Bradley-Terry: preference data, the loss, training with early stopping, evaluation, and
+Best-of-N sampling.
+
+Bradley-Terry (1952) models a comparison as P(a > b) = sigma(r(a) - r(b)). Fitting r to preferences by maximum
+likelihood gives the loss -log sigma(r(chosen) - r(rejected)): binary cross-entropy on the reward margin
+(InstructGPT, Ouyang et al. 2022, eq. 1). The reward model is the course transformer with a scalar head read at the
+``<eos>`` token (:class:`helpers.model.ScalarModel`).
+
+Shapes: B = number of pairs (or sequences), T = sequence length.
+Used in lessons 02, 03, 05, 06.
+"""
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import world
+from .checkpoint import ARTIFACTS, load, load_reference, save
+from .evaluate import sample_responses
+from .model import LanguageModel, ScalarModel
+from .progress import progress
+from .tokenizer import Tokenizer, collate_preferences, encode_pairs
+
+PREFERENCES_PATH = ARTIFACTS / "preferences.jsonl"
+REWARD_MODEL_PATH = ARTIFACTS / "reward_model.pt"
+
+
+def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """Per-pair Bradley-Terry loss -log sigma(r_chosen - r_rejected), computed stably with log-sigmoid.
+
+    Taking ``torch.log(torch.sigmoid(m))`` instead underflows to log(0) = -inf once the margin m is below about -90
+    (float32); ``F.logsigmoid`` never does. Its gradient with respect to the margin is sigma(m) - 1.
+
+    Args:
+        chosen_rewards: [B] scores of the preferred responses.
+        rejected_rewards: [B] scores of the other responses.
+    Returns:
+        [B] losses (not reduced: take ``.mean()`` for a batch loss).
+    """
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise ValueError(f"chosen {tuple(chosen_rewards.shape)} and rejected {tuple(rejected_rewards.shape)} "
+                         f"rewards must have the same shape")
+    return -F.logsigmoid(chosen_rewards - rejected_rewards)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# preference data
+
+def make_preferences(policy: LanguageModel, prompts: list[world.Prompt], annotator: world.Annotator,
+                     responses_per_prompt: int = 4, seed: int = 0) -> list[world.PreferencePair]:
+    """Label pairs of the policy's own samples with a (simulated) annotator.
+
+    For every prompt, sample ``responses_per_prompt`` responses; every two distinct ones form a pair, shown in a
+    random left/right order, and the annotator's noisy choice decides which is ``chosen``.
+    """
+    if responses_per_prompt < 2:
+        raise ValueError("need at least two responses per prompt to make a pair")
+    rng = random.Random(seed)
+    samples = [sample_responses(policy, prompts, temperature=1.0, seed=seed * 1000 + k)
+               for k in range(responses_per_prompt)]
+    pairs = []
+    for i, prompt in enumerate(prompts):
+        texts = sorted({s.texts[i] for s in samples if s.ended[i]})
+        for a in range(len(texts)):
+            for b in range(a + 1, len(texts)):
+                left, right = (texts[a], texts[b]) if rng.random() < 0.5 else (texts[b], texts[a])
+                pairs.append(annotator.label(prompt, left, right))
+    return pairs
+
+
+def save_preferences(pairs: list[world.PreferencePair], path: Path) -> None:
+    """One JSON object per line: prompt, chosen, rejected, source, annotator."""
+    import json
+    from dataclasses import asdict
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for p in pairs:
+            f.write(json.dumps(asdict(p)) + "\n")
+
+
+def read_preferences(path: Path) -> list[world.PreferencePair]:
+    import json
+    with open(path) as f:
+        return [world.PreferencePair(**json.loads(line)) for line in f if line.strip()]
+
+
+def load_preferences(split: str = "train", path: Path = PREFERENCES_PATH) -> list[world.PreferencePair]:
+    """The course preference set built by ``make artifacts``: the reference model's samples labeled by the
+    simulated annotator (tau = :data:`COURSE_TAU`). ``split`` is "train", "validation" or "test"."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no preference set at {path}; run `make artifacts` to build it")
+    texts = {p.text for p in world.prompts(split)}
+    return [p for p in read_preferences(path) if p.prompt in texts]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the reward model
+
+def score_pairs(model: ScalarModel, pairs: list[world.PreferencePair],
+                tokenizer: Tokenizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reward-model scores of chosen and rejected responses, each [B]."""
+    batch = collate_preferences(pairs, tokenizer or Tokenizer(), model.cfg.block_size)
+    chosen = model.score(batch.chosen.input_ids, batch.chosen.attention_mask)
+    rejected = model.score(batch.rejected.input_ids, batch.rejected.attention_mask)
+    return chosen, rejected
+
+
+@torch.no_grad()
+def score_texts(model: ScalarModel, prompts: list[str], responses: list[str], batch_size: int = 512) -> torch.Tensor:
+    """Reward-model scores of (prompt, response) texts [B], in batches."""
+    tok = Tokenizer()
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        batch = encode_pairs(tok, prompts[i:i + batch_size], responses[i:i + batch_size], model.cfg.block_size)
+        out.append(model.score(batch.input_ids, batch.attention_mask))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: ScalarModel, pairs: list[world.PreferencePair]) -> float:
+    """Fraction of pairs where the model scores ``chosen`` above ``rejected``."""
+    chosen = score_texts(model, [p.prompt for p in pairs], [p.chosen for p in pairs])
+    rejected = score_texts(model, [p.prompt for p in pairs], [p.rejected for p in pairs])
+    return float((chosen > rejected).float().mean())
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    max_epochs: int = 4          # an upper bound: early stopping usually ends sooner
+    batch_size: int = 64         # pairs per step
+    lr: float = 3e-4             # AdamW; the backbone is pretrained, so small steps
+    weight_decay: float = 0.01
+    eval_every: int = 25         # steps between validation checks
+    patience: int = 6            # stop after this many checks without a better validation loss
+    max_steps: int | None = None  # a hard cap, for quick runs in notebooks and tests
+    seed: int = 0
+
+
+@dataclass
+class RewardTrainResult:
+    model: ScalarModel            # the weights with the best validation loss
+    history: list[dict]           # one row per validation check: step, train_loss, val_loss, val_accuracy
+    best_step: int
+
+
+def _mean_loss(model: ScalarModel, pairs: list[world.PreferencePair], batch_size: int = 256) -> tuple[float, float]:
+    losses, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            c, r = score_pairs(model, pairs[i:i + batch_size])
+            losses += float(bradley_terry_loss(c, r).sum())
+            correct += int((c > r).sum())
+    return losses / len(pairs), correct / len(pairs)
+
+
+def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[world.PreferencePair],
+                       cfg: RewardTrainConfig = RewardTrainConfig(), init: ScalarModel | None = None,
+                       desc: str = "reward model") -> RewardTrainResult:
+    """Fit a reward model to preferences with the Bradley-Terry loss, keeping the weights with the best
+    validation loss (early stopping).
+
+    Args:
+        train_pairs, val_pairs: PreferencePair rows; validation decides when to stop, never the test split.
+        cfg: see :class:`RewardTrainConfig`.
+        init: the starting model; default: the reference model's transformer with a fresh scalar head.
+    """
+    if not train_pairs or not val_pairs:
+        raise ValueError("train_reward_model needs non-empty training and validation pairs")
+    torch.manual_seed(cfg.seed)
+    model = init if init is not None else ScalarModel.from_language_model(load_reference())
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = max(1, len(train_pairs) // cfg.batch_size)
+    total = cfg.max_epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
+    history, running, checks_since_best = [], [], 0
+    order: list[int] = []
+    for step in progress(range(1, total + 1), desc=desc):
+        if not order:
+            order = list(range(len(train_pairs)))
+            rng.shuffle(order)
+        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+        chosen, rejected = score_pairs(model, [train_pairs[i] for i in idx])
+        loss = bradley_terry_loss(chosen, rejected).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running.append(loss.item())
+        if step % cfg.eval_every == 0 or step == total:
+            model.eval()
+            val_loss, val_acc = _mean_loss(model, val_pairs)
+            model.train()
+            history.append({"step": step, "train_loss": sum(running) / len(running), "val_loss": val_loss,
+                            "val_accuracy": val_acc})
+            running = []
+            if val_loss < best[0]:
+                best, checks_since_best = (val_loss, step, copy.deepcopy(model.state_dict())), 0
+            else:
+                checks_since_best += 1
+                if checks_since_best >= cfg.patience:
+                    break
+    model.load_state_dict(best[2])
+    model.eval()
+    return RewardTrainResult(model, history, best[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluation
+
+def gold_agreement(model: ScalarModel, prompts: list[world.Prompt], responses_a: list[str],
+                   responses_b: list[str]) -> dict:
+    """How often the reward model orders two responses like the gold reward does, over pairs whose gold rewards
+    differ; overall and per prompt kind (arithmetic, capital, ..., harmful, unanswerable)."""
+    texts = [p.text for p in prompts]
+    sa, sb = score_texts(model, texts, responses_a), score_texts(model, texts, responses_b)
+    hits: dict[str, list[bool]] = {}
+    for p, a, b, x, y in zip(prompts, responses_a, responses_b, sa.tolist(), sb.tolist()):
+        ga, gb = world.gold_reward(p, a), world.gold_reward(p, b)
+        if ga == gb:
+            continue
+        hits.setdefault(p.kind, []).append((ga > gb) == (x > y))
+    everything = [h for v in hits.values() for h in v]
+    return {"all": sum(everything) / len(everything), "n": len(everything),
+            "by_kind": {k: sum(v) / len(v) for k, v in sorted(hits.items())}}
+
+
+def candidate_pairs(prompts: list[world.Prompt]) -> tuple[list[world.Prompt], list[str], list[str]]:
+    """Every pair of distinct candidates (the enumerable view) for each prompt: a fixed, balanced probe set."""
+    ps, a, b = [], [], []
+    for p in prompts:
+        cands = list(world.candidates(p).values())
+        for i in range(len(cands)):
+            for j in range(i + 1, len(cands)):
+                ps.append(p)
+                a.append(cands[i])
+                b.append(cands[j])
+    return ps, a, b
+
+
+@torch.no_grad()
+def reliability(model: ScalarModel, pairs: list[world.PreferencePair], bins: int = 10) -> list[dict]:
+    """Calibration: pairs binned by the model's P(first > second) = sigma(r_a - r_b); per bin, the mean predicted
+    probability and the observed fraction of pairs where the first was chosen.
+
+    Each pair is shown both ways round (chosen first, then rejected first) so every bin is populated symmetrically.
+    """
+    c = score_texts(model, [p.prompt for p in pairs], [p.chosen for p in pairs])
+    r = score_texts(model, [p.prompt for p in pairs], [p.rejected for p in pairs])
+    probs = torch.cat([torch.sigmoid(c - r), torch.sigmoid(r - c)])
+    outcome = torch.cat([torch.ones(len(pairs)), torch.zeros(len(pairs))])
+    rows = []
+    for k in range(bins):
+        lo, hi = k / bins, (k + 1) / bins
+        mask = (probs >= lo) & ((probs < hi) if k < bins - 1 else (probs <= hi))
+        if mask.any():
+            rows.append({"bin": (lo, hi), "predicted": float(probs[mask].mean()),
+                         "observed": float(outcome[mask].mean()), "count": int(mask.sum())})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Best-of-N
+
+@torch.no_grad()
+def best_of_n(policy: LanguageModel, reward_model: ScalarModel, prompts: list[world.Prompt], n: int,
+              seed: int = 0, temperature: float = 1.0) -> list[str]:
+    """For each prompt, sample ``n`` responses and keep the one the reward model scores highest.
+
+    No training at all: the policy is unchanged, and inference costs n samples plus n reward-model calls.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    texts = [p.text for p in prompts]
+    best = [None] * len(prompts)
+    best_score = torch.full((len(prompts),), float("-inf"))
+    for k in range(n):
+        s = sample_responses(policy, prompts, temperature, seed=seed * 7919 + k)
+        scores = score_texts(reward_model, texts, s.texts)
+        scores = scores.masked_fill(~torch.tensor(s.ended), float("-inf"))
+        better = scores > best_score
+        for i in torch.nonzero(better).flatten().tolist():
+            best[i] = s.texts[i]
+        best_score = torch.maximum(best_score, scores)
+        for i, b in enumerate(best):
+            if b is None:  # nothing ended yet: keep the first sample so every prompt has a response
+                best[i] = s.texts[i]
+    return best
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the course artifacts
+
+COURSE_TAU = 0.5  # the course annotator's noise: P(better chosen) = sigma(1) = 0.73 for a gold gap of 0.5
+
+
+def build_preferences(path: Path = PREFERENCES_PATH, responses_per_prompt: int = 6, seed: int = 0) -> list:
+    """The course preference set: reference samples on train and validation prompts, labeled at tau = COURSE_TAU."""
+    reference = load_reference()
+    pairs = []
+    for k, split in enumerate(("train", "validation")):
+        annotator = world.Annotator(tau=COURSE_TAU, seed=seed + k)
+        pairs += make_preferences(reference, list(world.prompts(split)), annotator, responses_per_prompt,
+                                  seed=seed + k)
+    save_preferences(pairs, path)
+    return pairs
+
+
+def build_reward_model(path: Path = REWARD_MODEL_PATH, cfg: RewardTrainConfig = RewardTrainConfig()) -> RewardTrainResult:
+    """The course reward model: trained on the course preference set, early-stopped on its validation part."""
+    result = train_reward_model(load_preferences("train"), load_preferences("validation"), cfg)
+    save(result.model, path)
+    return result
+
+
+def load_reward_model(path: Path = REWARD_MODEL_PATH) -> ScalarModel:
+    """The course reward model built by ``make artifacts``, in eval mode. Used in lessons 03, 05, 06."""
+    return load(path, ScalarModel)
