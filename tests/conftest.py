@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import netguard
+import pytest
+import torch
 
 TESTS = Path(__file__).resolve().parent
 
@@ -24,3 +26,13 @@ def pytest_configure(config) -> None:
 
 def pytest_unconfigure(config) -> None:
     netguard.uninstall()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one torch thread, and do not fight other processes for the two cores.
+    Use it in a module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

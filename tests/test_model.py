@@ -61,13 +61,7 @@ def log_softmax_at(row: torch.Tensor, index: int) -> float:
     return xs[index] - (m + math.log(sum(math.exp(x - m) for x in xs)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the two cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(autouse=True)
