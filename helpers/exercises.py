@@ -16,6 +16,7 @@ and :func:`release` turns it into the exercise notebook a learner gets:
 - check cells (nbgrader ``grade`` code cells) get the ``raises-exception`` tag, so that nbval accepts the
   unsolved notebook;
 - cells tagged ``grader-skip`` (demonstrations that no answer or check depends on) stay; the grader skips them;
+- cells tagged ``solutions-only`` (answers to the lesson's "check your understanding" questions) are dropped;
 - outputs, execution counts and execution metadata are removed.
 
 Every cell keeps its nbgrader metadata (``{"nbgrader": {"grade", "grade_id", "locked", "points",
@@ -45,6 +46,7 @@ TEXT_STUB = "YOUR ANSWER HERE"
 CODE_STUB = "# YOUR CODE HERE"
 RAISES_TAG = "raises-exception"
 GRADER_SKIP_TAG = "grader-skip"  # a demonstration cell the grader need not run (no answer or check depends on it)
+SOLUTIONS_ONLY_TAG = "solutions-only"  # a cell that stays in the solution notebook only
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 _GRADE_ID = re.compile(r"^ex(\d+)_(\d+)")
@@ -170,6 +172,7 @@ def release(solutions: nbformat.NotebookNode, keep_hidden: bool = False) -> nbfo
         a new notebook without outputs.
     """
     nb = copy.deepcopy(solutions)
+    nb.cells = [c for c in nb.cells if SOLUTIONS_ONLY_TAG not in c.metadata.get("tags", [])]
     seen: set[str] = set()
     for i, cell in enumerate(nb.cells):
         where = f"cell {i} ({cell.get('id', '?')})"

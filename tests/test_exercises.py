@@ -194,3 +194,19 @@ def test_the_solution_notebook_passes_every_check(solution):
         if ex.is_check(cell):
             text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
             assert "passed" in text or "correct" in text, f"check {cell.id} printed {text!r}"
+
+
+def test_solutions_only_cells_are_left_out_of_the_exercise_notebook():
+    answer = nbformat.v4.new_markdown_cell("## Answers\n\n1. the secret answer")
+    answer.metadata["tags"] = [ex.SOLUTIONS_ONLY_TAG]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Lesson"), answer,
+                                         nbformat.v4.new_markdown_cell("## Next")])
+    released = ex.release(nb)
+    assert [c.source for c in released.cells] == ["# Lesson", "## Next"]
+    assert "secret" not in json.dumps(released)
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=ids)
+def test_solution_notebooks_answer_their_lessons_check_your_understanding_questions(solution):
+    cells = [c for c in ex.read(solution).cells if ex.SOLUTIONS_ONLY_TAG in c.metadata.get("tags", [])]
+    assert cells and "check your understanding" in cells[0].source
