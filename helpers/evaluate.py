@@ -7,7 +7,7 @@ lowest gold reward of any behaviour, so degenerate text can never score well. Us
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -98,7 +98,6 @@ class Scorecard:
     distinct_2: float                           # unique word bigrams / bigrams, over all responses
     kl: float | None = None                     # KL(policy || other) from the policy's samples, in nats
     win_rate: float | None = None               # P(policy's response has higher gold reward), ties count half
-    extra: dict = field(default_factory=dict)
 
     def figures(self) -> dict[str, float]:
         """Plain numbers under the benchmark contract's keys."""

@@ -262,6 +262,3 @@ def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_ma
     per_token = token_logprobs(logits, input_ids)                                 # [B, T-1]
     return (per_token * response_mask[:, 1:].to(per_token.dtype)).sum(-1)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

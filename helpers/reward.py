@@ -12,8 +12,9 @@ Used in lessons 02, 03, 05, 06.
 from __future__ import annotations
 
 import copy
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -75,8 +76,6 @@ def make_preferences(policy: LanguageModel, prompts: list[world.Prompt], annotat
 
 def save_preferences(pairs: list[world.PreferencePair], path: Path) -> None:
     """One JSON object per line: prompt, chosen, rejected, source, annotator."""
-    import json
-    from dataclasses import asdict
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for p in pairs:
@@ -84,7 +83,7 @@ def save_preferences(pairs: list[world.PreferencePair], path: Path) -> None:
 
 
 def read_preferences(path: Path) -> list[world.PreferencePair]:
-    import json
+    """The rows :func:`save_preferences` wrote."""
     with open(path) as f:
         return [world.PreferencePair(**json.loads(line)) for line in f if line.strip()]
 
