@@ -63,6 +63,7 @@ test: setup
 
 artifacts: setup
 	$(BIN)/python -m helpers pretrain
+	$(BIN)/python -m helpers build preferences
 
 bench: setup
 	$(BIN)/python -m helpers bench

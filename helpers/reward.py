@@ -61,7 +61,8 @@ def make_preferences(policy: LanguageModel, prompts: list[world.Prompt], annotat
     """
     if responses_per_prompt < 2:
         raise ValueError("need at least two responses per prompt to make a pair")
-    rng = random.Random(seed)
+    # its own stream for the left/right order: sharing the annotator's seed would correlate order and choice
+    rng = random.Random(f"left-right order {seed}")
     samples = [sample_responses(policy, prompts, temperature=1.0, seed=seed * 1000 + k)
                for k in range(responses_per_prompt)]
     pairs = []
