@@ -94,7 +94,24 @@ def bench_grading(copies: int = 20) -> dict:
     return {"grading": {f"seconds_{copies}": seconds, "correct_scores": correct, "max_points": full}}
 
 
-SECTIONS = [bench_reference]
+def bench_preferences() -> dict:
+    """The course preference set: its size, its agreement with the gold ordering, and whether rebuilding it from
+    its seed gives the committed file byte for byte."""
+    from . import reward
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "preferences.jsonl"
+        _, seconds = _timed(lambda: reward.build_preferences(path))
+        reproduces = path.read_bytes() == reward.PREFERENCES_PATH.read_bytes()
+    pairs = reward.read_preferences(reward.PREFERENCES_PATH)
+    deltas = [world.gold_reward(world.find_prompt(p.prompt), p.chosen)
+              - world.gold_reward(world.find_prompt(p.prompt), p.rejected) for p in pairs]
+    differ = [d for d in deltas if d != 0]
+    return {"preferences": {"pairs": len(pairs), "build_s": seconds, "rebuild_reproduces_committed": reproduces,
+                            "agree_with_gold": sum(d > 0 for d in differ) / len(differ),
+                            "bayes_accuracy": world.bayes_accuracy(differ, reward.COURSE_TAU)}}
+
+
+SECTIONS = [bench_reference, bench_preferences]
 SECTIONS += [bench_notebooks, bench_grading]  # notebooks and grading (exercises, lesson 01 onward)
 
 
