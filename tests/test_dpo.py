@@ -1,0 +1,277 @@
+"""The DPO family: analytic truths of each loss, and the training loop's bookkeeping on a tiny model."""
+import dataclasses
+import functools
+import math
+
+import pytest
+import torch
+
+from helpers import dpo, world
+from helpers.checkpoint import default_config
+from helpers.model import LanguageModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PAIRED = [dpo.dpo_loss, dpo.ipo_loss, functools.partial(dpo.cdpo_loss, label_smoothing=0.1)]
+
+
+def _random_logps(seed=0, n=8):
+    gen = torch.Generator().manual_seed(seed)
+    return [-10 * torch.rand(n, generator=gen, dtype=torch.float64) for _ in range(4)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DPO
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_dpo_loss_is_log2_with_gradient_weight_half_beta_when_policy_equals_reference(beta):
+    logps = torch.tensor([-3.0, -7.5, -0.2], dtype=torch.float64)
+    policy_chosen = logps.clone().requires_grad_(True)
+    losses, chosen_rewards, rejected_rewards = dpo.dpo_loss(policy_chosen, logps - 1, logps, logps - 1, beta)
+    assert torch.allclose(losses, torch.full((3,), math.log(2.0), dtype=torch.float64))
+    losses.sum().backward()
+    # d loss / d h = -beta * sigma(-beta * 0) = -beta / 2, and h moves one-for-one with log pi(y_w)
+    assert torch.allclose(policy_chosen.grad, torch.full((3,), -beta / 2, dtype=torch.float64))
+    assert torch.equal(chosen_rewards, torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(rejected_rewards, torch.zeros(3, dtype=torch.float64))
+
+
+def test_dpo_implicit_rewards_are_beta_times_log_ratio_and_detached():
+    pc, pr, rc, rr = (t.requires_grad_(True) for t in _random_logps(1))
+    beta = 0.3
+    losses, chosen_rewards, rejected_rewards = dpo.dpo_loss(pc, pr, rc, rr, beta)
+    assert torch.allclose(chosen_rewards, beta * (pc - rc).detach())
+    assert torch.allclose(rejected_rewards, beta * (pr - rr).detach())
+    assert not chosen_rewards.requires_grad and not rejected_rewards.requires_grad
+    h = (pc - rc) - (pr - rr)
+    assert torch.allclose(losses, -torch.log(torch.sigmoid(beta * h)))
+
+
+def test_dpo_gradient_matches_the_closed_form_at_random_inputs():
+    """d loss / d log pi(y_w) = -beta * sigma(r_hat(y_l) - r_hat(y_w)); the rejected gradient is its negative."""
+    pc, pr, rc, rr = _random_logps(2)
+    pc.requires_grad_(True)
+    pr.requires_grad_(True)
+    beta = 0.7
+    losses, chosen_rewards, rejected_rewards = dpo.dpo_loss(pc, pr, rc, rr, beta)
+    losses.sum().backward()
+    weight = torch.sigmoid(rejected_rewards - chosen_rewards)
+    assert torch.allclose(pc.grad, -beta * weight, atol=1e-12)
+    assert torch.allclose(pr.grad, beta * weight, atol=1e-12)
+
+
+def test_dpo_loss_stays_finite_for_large_margins():
+    pc, pr, rc, rr = torch.tensor([-500.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0])
+    losses, _, _ = dpo.dpo_loss(pc, pr, rc, rr, beta=1.0)
+    assert losses.item() == pytest.approx(500.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# cDPO and IPO: finite optima, reached by gradient descent on a toy scalar
+
+def _descend(loss_fn, steps=3000, lr=0.05):
+    """Minimise the mean loss over one free log-prob (the policy's chosen log-prob), everything else at 0."""
+    pc = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros(1, dtype=torch.float64)
+    opt = torch.optim.SGD([pc], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(pc, zero, zero, zero)[0].mean().backward()
+        opt.step()
+    return pc.item()  # = h, the log-ratio difference
+
+
+@pytest.mark.parametrize("beta,eps", [(0.5, 0.1), (1.0, 0.25)])
+def test_cdpo_optimum_is_log_odds_of_the_label_noise(beta, eps):
+    h = _descend(lambda *a: dpo.cdpo_loss(*a, beta=beta, label_smoothing=eps), lr=1.0)
+    assert beta * h == pytest.approx(math.log((1 - eps) / eps), abs=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_ipo_optimum_is_one_over_two_beta(beta):
+    h = _descend(lambda *a: dpo.ipo_loss(*a, beta=beta), lr=0.1)
+    assert h == pytest.approx(1 / (2 * beta), abs=1e-6)
+
+
+def test_cdpo_without_smoothing_is_dpo():
+    args = _random_logps(3)
+    for a, b in zip(dpo.cdpo_loss(*args, beta=0.4, label_smoothing=0.0), dpo.dpo_loss(*args, beta=0.4)):
+        assert torch.allclose(a, b)
+
+
+def test_ipo_loss_at_policy_equals_reference_is_the_squared_target():
+    x = torch.tensor([-2.0, -5.0])
+    losses, _, _ = dpo.ipo_loss(x, x, x, x, beta=0.25)
+    assert torch.allclose(losses, torch.full((2,), 4.0))  # (0 - 1 / (2 * 0.25))^2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SimPO, KTO, ORPO
+
+def test_simpo_uses_length_normalised_logps_and_the_margin():
+    pc, pr = torch.tensor([-6.0, -2.0]), torch.tensor([-12.0, -2.0])
+    lc, lr = torch.tensor([3.0, 2.0]), torch.tensor([4.0, 1.0])
+    beta, gamma = 2.0, 0.5
+    losses, chosen_rewards, rejected_rewards = dpo.simpo_loss(pc, pr, lc, lr, beta, gamma)
+    # pair 0: 2 * (-2) - 2 * (-3) - 0.5 = 1.5 ;  pair 1: 2 * (-1) - 2 * (-2) - 0.5 = 1.5
+    assert torch.allclose(chosen_rewards, torch.tensor([-4.0, -2.0]))
+    assert torch.allclose(rejected_rewards, torch.tensor([-6.0, -4.0]))
+    assert torch.allclose(losses, torch.full((2,), math.log1p(math.exp(-1.5))))
+
+
+def test_simpo_with_equal_rewards_and_no_margin_is_log2():
+    x, n = torch.tensor([-4.0]), torch.tensor([2.0])
+    assert dpo.simpo_loss(x, x, n, n, beta=1.0, gamma=0.0)[0].item() == pytest.approx(math.log(2))
+
+
+def test_kto_loss_is_half_the_weight_when_the_log_ratio_equals_the_reference_point():
+    policy, ref = torch.tensor([-3.0, -3.0]), torch.tensor([-3.5, -3.5])   # log ratio 0.5 = z0
+    desirable = torch.tensor([True, False])
+    losses, rewards = dpo.kto_loss(policy, ref, desirable, beta=0.2, kl_estimate=0.5,
+                                   desirable_weight=2.0, undesirable_weight=3.0)
+    assert torch.allclose(losses, torch.tensor([1.0, 1.5]))
+    assert torch.allclose(rewards, torch.tensor([0.1, 0.1]))
+
+
+def test_kto_closed_form_and_gradient_sign():
+    policy = torch.tensor([-1.0, -4.0], requires_grad=True)
+    ref = torch.tensor([-2.0, -2.0])
+    desirable = torch.tensor([True, False])
+    beta, z0 = 0.5, 0.3
+    losses, _ = dpo.kto_loss(policy, ref, desirable, beta, kl_estimate=torch.tensor(z0, requires_grad=True))
+    expected = torch.tensor([1 - 1 / (1 + math.exp(-beta * (1.0 - z0))), 1 - 1 / (1 + math.exp(-beta * (z0 + 2.0)))])
+    assert torch.allclose(losses, expected)
+    losses.sum().backward()
+    assert policy.grad[0] < 0 < policy.grad[1]  # raise the desirable, lower the undesirable
+
+
+def test_kto_clamps_a_negative_kl_estimate_to_zero():
+    args = (torch.tensor([-1.0]), torch.tensor([-1.5]), torch.tensor([True]), 1.0)
+    assert torch.equal(dpo.kto_loss(*args, kl_estimate=-2.0)[0], dpo.kto_loss(*args, kl_estimate=0.0)[0])
+
+
+def test_orpo_is_nll_plus_lambda_times_log_sigmoid_of_the_log_odds_ratio():
+    chosen, rejected = torch.tensor([-0.5, -2.0], dtype=torch.float64), torch.tensor([-1.5, -0.1], dtype=torch.float64)
+    lam = 0.25
+    losses, _, _ = dpo.orpo_loss(chosen, rejected, -chosen, lam)
+    pw, pl = chosen.exp(), rejected.exp()
+    log_odds = torch.log(pw / (1 - pw)) - torch.log(pl / (1 - pl))
+    assert torch.allclose(losses, -chosen - lam * torch.log(torch.sigmoid(log_odds)))
+
+
+def test_orpo_log_odds_stay_finite_near_probability_one_and_zero():
+    chosen = torch.tensor([-1e-6, -80.0], dtype=torch.float32)
+    rejected = torch.tensor([-80.0, -1e-6], dtype=torch.float32)
+    losses, _, _ = dpo.orpo_loss(chosen, rejected, -chosen, lam=1.0)
+    assert torch.isfinite(losses).all()
+    # pair 0: log odds ~ (-1e-6 - log 1e-6) - (-80) = 80 + 13.8 ; the naive p / (1 - p) in float32 gives inf
+    assert losses[0].item() == pytest.approx(1e-6, abs=1e-5)
+    assert losses[1].item() == pytest.approx(80 + 80 + math.log(1e6), rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# validation
+
+@pytest.mark.parametrize("loss", PAIRED)
+def test_paired_losses_reject_mismatched_shapes_and_nonpositive_beta(loss):
+    a, b = torch.zeros(3), torch.zeros(4)
+    with pytest.raises(ValueError, match="shape"):
+        loss(a, a, a, b, beta=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        loss(a, a, a, a, beta=0.0)
+
+
+def test_other_losses_validate_their_inputs():
+    a, b = -torch.ones(3), -torch.ones(4)
+    with pytest.raises(ValueError, match="shape"):
+        dpo.simpo_loss(a, a, a.abs(), b.abs(), beta=1.0, gamma=0.0)
+    with pytest.raises(ValueError, match="beta"):
+        dpo.simpo_loss(a, a, a.abs(), a.abs(), beta=-1.0, gamma=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        dpo.kto_loss(a, b, torch.ones(3, dtype=torch.bool), beta=1.0, kl_estimate=0.0)
+    with pytest.raises(ValueError, match="bool"):
+        dpo.kto_loss(a, a, torch.ones(3), beta=1.0, kl_estimate=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        dpo.orpo_loss(a, b, a, lam=1.0)
+    with pytest.raises(ValueError, match="< 0"):
+        dpo.orpo_loss(torch.zeros(3), a, a, lam=1.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo.cdpo_loss(a, a, a, a, beta=1.0, label_smoothing=0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the training loop, on a tiny model
+
+def _tiny_language_model(seed=0):
+    torch.manual_seed(seed)
+    return LanguageModel(dataclasses.replace(default_config(), n_embd=16, n_head=2, n_layer=1))
+
+
+def _clean_pairs(split, n):
+    """Correct answer preferred to an insult: an easy, noiseless preference set."""
+    ps = [p for p in world.prompts(split) if p.category == "answerable"][:n]
+    return [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    reference = _tiny_language_model()
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=1, max_steps=8, patience=100)
+    result = dpo.train_dpo(_clean_pairs("train", 48), _clean_pairs("validation", 24), cfg, reference=reference)
+    return reference, before, result
+
+
+def test_train_dpo_leaves_the_reference_frozen_and_unchanged(tiny_run):
+    reference, before, result = tiny_run
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, before[name]), f"reference parameter {name} changed"
+    assert all(not p.requires_grad and p.grad is None for p in reference.parameters())
+    assert not reference.training
+    assert result.policy is not reference
+
+
+def test_train_dpo_changes_the_policy(tiny_run):
+    reference, _, result = tiny_run
+    assert result.best_step > 0
+    changed = [not torch.equal(p, q) for p, q in zip(result.policy.parameters(), reference.parameters())]
+    assert all(changed)
+    assert not result.policy.training
+
+
+def test_train_dpo_first_step_loss_is_log2_because_the_policy_starts_at_the_reference(tiny_run):
+    _, _, result = tiny_run
+    assert result.history[0]["step"] == 0
+    assert result.history[0]["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert result.history[1]["step"] == 1  # eval_every=1: the running train loss is the first step's loss
+    assert result.history[1]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert result.history[1]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_dpo_logs_the_practitioners_metrics(tiny_run):
+    _, _, result = tiny_run
+    for row in result.history[1:]:
+        for name in dpo.METRICS:
+            assert math.isfinite(row[name]) and math.isfinite(row[f"eval_{name}"])
+    last = result.history[-1]
+    assert last["eval_rewards/margins"] == pytest.approx(last["eval_rewards/chosen"] - last["eval_rewards/rejected"])
+    assert last["eval_rewards/accuracies"] > 0.9, "an easy, noiseless preference set should be learned in a few steps"
+
+
+def test_train_dpo_keeps_the_weights_with_the_best_validation_loss(tiny_run):
+    reference, _, result = tiny_run
+    best = min(result.history, key=lambda h: h["eval_loss"])
+    assert result.best_step == best["step"]
+    val = _clean_pairs("validation", 24)
+    from helpers.tokenizer import Tokenizer
+    ref_logps = dpo._reference_logps(reference, val, Tokenizer())
+    metrics = dpo._evaluate(result.policy, val, *ref_logps, dpo.dpo_loss, dpo.DPOConfig(beta=0.5), Tokenizer())
+    assert metrics["loss"] == pytest.approx(best["eval_loss"], rel=1e-5)
+
+
+def test_train_dpo_rejects_empty_data_and_bad_beta():
+    with pytest.raises(ValueError, match="non-empty"):
+        dpo.train_dpo([], _clean_pairs("validation", 2), reference=_tiny_language_model())
+    with pytest.raises(ValueError, match="beta"):
+        dpo.train_dpo(_clean_pairs("train", 2), _clean_pairs("validation", 2), dpo.DPOConfig(beta=0.0),
+                      reference=_tiny_language_model())
