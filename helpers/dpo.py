@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import world
 from .checkpoint import load_reference
+from .early_stopping import EarlyStopping
 from .model import LanguageModel, sequence_logprobs
 from .progress import progress
 from .tokenizer import Batch, Tokenizer, collate_preferences
@@ -377,10 +378,10 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
         total = min(total, cfg.max_steps)
     start = time.perf_counter()
     first = _evaluate(policy, val_pairs, *val_ref, loss, cfg, tokenizer)
-    best = (first["loss"], 0, copy.deepcopy(policy.state_dict()))
+    stopper = EarlyStopping(policy, cfg.patience, loss=first["loss"], step=0)
     history = [{"step": 0, **dict.fromkeys(METRICS, float("nan")), **{f"eval_{k}": v for k, v in first.items()},
                 "seconds": time.perf_counter() - start}]
-    running, seen, checks_since_best = dict.fromkeys(METRICS, 0.0), 0, 0
+    running, seen = dict.fromkeys(METRICS, 0.0), 0
     order: list[int] = []
     for step in progress(range(1, total + 1), desc=desc):
         if len(order) < cfg.batch_size:
@@ -403,12 +404,8 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
                             **{f"eval_{name}": v for name, v in val.items()},
                             "seconds": time.perf_counter() - start})
             running, seen = dict.fromkeys(METRICS, 0.0), 0
-            if val["loss"] < best[0]:
-                best, checks_since_best = (val["loss"], step, copy.deepcopy(policy.state_dict())), 0
-            else:
-                checks_since_best += 1
-                if checks_since_best >= cfg.patience:
-                    break
-    policy.load_state_dict(best[2])
+            if stopper.update(policy, val["loss"], step):
+                break
+    stopper.restore(policy)
     policy.eval()
-    return DPOResult(policy, history, best[1])
+    return DPOResult(policy, history, stopper.best_step)

@@ -11,7 +11,6 @@ Used in lessons 02, 03, 05, 06.
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from . import world
 from .checkpoint import ARTIFACTS, load, load_reference, save
+from .early_stopping import EarlyStopping
 from .evaluate import sample_responses
 from .model import LanguageModel, ScalarModel
 from .progress import progress
@@ -180,8 +180,8 @@ def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[
     total = cfg.max_epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
-    history, running, checks_since_best = [], [], 0
+    stopper = EarlyStopping(model, cfg.patience)
+    history, running = [], []
     order: list[int] = []
     for step in progress(range(1, total + 1), desc=desc):
         if not order:
@@ -202,15 +202,11 @@ def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[
             history.append({"step": step, "train_loss": sum(running) / len(running), "val_loss": val_loss,
                             "val_accuracy": val_acc})
             running = []
-            if val_loss < best[0]:
-                best, checks_since_best = (val_loss, step, copy.deepcopy(model.state_dict())), 0
-            else:
-                checks_since_best += 1
-                if checks_since_best >= cfg.patience:
-                    break
-    model.load_state_dict(best[2])
+            if stopper.update(model, val_loss, step):
+                break
+    stopper.restore(model)
     model.eval()
-    return RewardTrainResult(model, history, best[1])
+    return RewardTrainResult(model, history, stopper.best_step)
 
 
 # ----------------------------------------------------------------------------------------------------------------
