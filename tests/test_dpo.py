@@ -275,3 +275,32 @@ def test_train_dpo_rejects_empty_data_and_bad_beta():
     with pytest.raises(ValueError, match="beta"):
         dpo.train_dpo(_clean_pairs("train", 2), _clean_pairs("validation", 2), dpo.DPOConfig(beta=0.0),
                       reference=_tiny_language_model())
+
+
+def test_train_dpo_logs_log_probs_summed_over_response_tokens():
+    """At step 0 the policy is the reference: logps/chosen must be the mean over pairs of the *summed* log-prob."""
+    from helpers.model import sequence_logprobs
+    from helpers.tokenizer import Tokenizer, collate_preferences
+    reference, val = _tiny_language_model(), _clean_pairs("validation", 12)
+    cfg = dpo.DPOConfig(batch_size=4, max_steps=1, eval_every=1)
+    result = dpo.train_dpo(_clean_pairs("train", 8), val, cfg, reference=reference)
+    batch = collate_preferences(val, Tokenizer(), reference.cfg.block_size)
+    with torch.no_grad():
+        chosen = sequence_logprobs(reference(batch.chosen.input_ids, batch.chosen.attention_mask),
+                                   batch.chosen.input_ids, batch.chosen.response_mask)
+    mean_per_token = (chosen / batch.chosen.response_mask.sum(-1)).mean().item()
+    assert result.history[0]["eval_logps/chosen"] == pytest.approx(chosen.mean().item(), rel=1e-5)
+    assert abs(result.history[0]["eval_logps/chosen"] - mean_per_token) > 0.5  # the sum, not the per-token mean
+
+
+def test_train_dpo_returns_the_reference_when_validation_disagrees_with_training():
+    """Validation prefers the insult, training the correct answer: every step makes validation worse, so early
+    stopping must hand back the step-0 weights, which are the reference's."""
+    reference = _tiny_language_model()
+    flipped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in _clean_pairs("validation", 16)]
+    cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=2, max_steps=6, patience=100)
+    result = dpo.train_dpo(_clean_pairs("train", 32), flipped, cfg, reference=reference)
+    assert result.best_step == 0
+    assert result.history[-1]["eval_loss"] > result.history[0]["eval_loss"]
+    for p, q in zip(result.policy.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
