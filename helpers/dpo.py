@@ -256,7 +256,7 @@ def orpo_loss(policy_chosen_mean_logps: torch.Tensor, policy_rejected_mean_logps
 @dataclass(frozen=True)
 class DPOConfig:
     beta: float = 0.5            # KL strength; 0.1 over-optimises this tiny world within a few hundred steps
-    lr: float = 1e-4             # AdamW; the policy starts from the pretrained reference, so small steps
+    lr: float = 3e-4             # AdamW; at 1e-4 the margins barely move in 20 steps, 3e-4 is still stable
     weight_decay: float = 0.0    # off: decay pulls weights towards 0, not towards the reference
     batch_size: int = 64         # pairs per step
     max_epochs: int = 2          # an upper bound: early stopping usually ends sooner

@@ -8,7 +8,8 @@ import torch
 
 from helpers import dpo, world
 from helpers.checkpoint import default_config
-from helpers.model import LanguageModel
+from helpers.model import LanguageModel, sequence_logprobs
+from helpers.tokenizer import Tokenizer, collate_preferences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,13 +161,15 @@ def test_orpo_is_nll_plus_lambda_times_log_sigmoid_of_the_log_odds_ratio():
 
 
 def test_orpo_log_odds_stay_finite_near_probability_one_and_zero():
-    chosen = torch.tensor([-1e-6, -80.0], dtype=torch.float32)
-    rejected = torch.tensor([-80.0, -1e-6], dtype=torch.float32)
+    """log(1 - exp(x)) in float32: the naive form gives log(0) = -inf at x = -1e-9; log1mexp gives log(1e-9)."""
+    chosen = torch.tensor([-1e-9, -80.0], dtype=torch.float32)
+    rejected = torch.tensor([-80.0, -1e-9], dtype=torch.float32)
     losses, _, _ = dpo.orpo_loss(chosen, rejected, -chosen, lam=1.0)
     assert torch.isfinite(losses).all()
-    # pair 0: log odds ~ (-1e-6 - log 1e-6) - (-80) = 80 + 13.8 ; the naive p / (1 - p) in float32 gives inf
-    assert losses[0].item() == pytest.approx(1e-6, abs=1e-5)
-    assert losses[1].item() == pytest.approx(80 + 80 + math.log(1e6), rel=1e-3)
+    # pair 0: log odds ratio = (-1e-9 - log 1e-9) - (-80 - log(1 - e^-80)) = 80 + 20.7, so only the tiny NLL is left
+    assert losses[0].item() == pytest.approx(0.0, abs=1e-6)
+    # pair 1: NLL 80, plus -log sigma(-(80 + 20.7)) = 100.7
+    assert losses[1].item() == pytest.approx(80 + 80 + math.log(1e9), rel=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,7 +266,6 @@ def test_train_dpo_keeps_the_weights_with_the_best_validation_loss(tiny_run):
     best = min(result.history, key=lambda h: h["eval_loss"])
     assert result.best_step == best["step"]
     val = _clean_pairs("validation", 24)
-    from helpers.tokenizer import Tokenizer
     ref_logps = dpo._reference_logps(reference, val, Tokenizer())
     metrics = dpo._evaluate(result.policy, val, *ref_logps, dpo.dpo_loss, dpo.DPOConfig(beta=0.5), Tokenizer())
     assert metrics["loss"] == pytest.approx(best["eval_loss"], rel=1e-5)
@@ -279,8 +281,6 @@ def test_train_dpo_rejects_empty_data_and_bad_beta():
 
 def test_train_dpo_logs_log_probs_summed_over_response_tokens():
     """At step 0 the policy is the reference: logps/chosen must be the mean over pairs of the *summed* log-prob."""
-    from helpers.model import sequence_logprobs
-    from helpers.tokenizer import Tokenizer, collate_preferences
     reference, val = _tiny_language_model(), _clean_pairs("validation", 12)
     cfg = dpo.DPOConfig(batch_size=4, max_steps=1, eval_every=1)
     result = dpo.train_dpo(_clean_pairs("train", 8), val, cfg, reference=reference)
