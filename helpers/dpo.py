@@ -1,15 +1,20 @@
 """Direct preference optimisation and its family: the losses, one small pure function each, and a training loop.
 
-DPO (Rafailov et al. 2023) skips the reward model: the KL-regularised optimum pi*(y|x) = pi_ref(y|x) exp(r(x,y)/beta)/Z(x)
-means the reward is r(x,y) = beta * log(pi(y|x)/pi_ref(y|x)) + beta * log Z(x), and Bradley-Terry on two responses to
-the same prompt cancels Z. What is left is a classification loss on the *implicit reward*
-beta * log(pi/pi_ref) of the chosen and the rejected response.
+DPO (Rafailov et al. 2023) skips the reward model: the KL-regularised optimum
+pi*(y|x) = pi_ref(y|x) exp(r(x,y)/beta) / Z(x) (their eq. 4) means the reward is
+r(x,y) = beta * log(pi(y|x)/pi_ref(y|x)) + beta * log Z(x), and Bradley-Terry on two responses to the same prompt
+cancels Z. What is left is a classification loss on the *implicit reward* beta * log(pi/pi_ref) of the chosen and
+the rejected response.
 
 Every loss here takes **sequence log-probabilities summed over the response tokens** (the course's
 :func:`helpers.model.sequence_logprobs`), except where a paper says otherwise (SimPO and ORPO take lengths or
 per-token means, and say so). Every loss returns per-example values [B], not reduced: take ``.mean()`` for a batch.
 
-Shapes: B = batch size (pairs, or unpaired examples for KTO), T = sequence length.
+The last section is *tabular* DPO on the world's enumerable view (one free logit per candidate response), where
+the exact expected loss can be minimised and compared with the optimum of :mod:`helpers.optimal`.
+
+Shapes: B = batch size (pairs, or unpaired examples for KTO), T = sequence length; N prompts and K candidates per
+prompt in the tabular section.
 Used in lesson 04.
 """
 from __future__ import annotations
@@ -120,9 +125,9 @@ def cdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Te
 
         loss = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h),   h as in :func:`dpo_loss`
 
-    (Mitchell 2023, "A note on DPO with noisy preferences"; the ``label_smoothing`` of TRL's DPO). beta scales h as
-    in DPO. The loss is minimised at sigma(beta h*) = 1 - eps, i.e. beta h* = log((1 - eps) / eps): a finite margin,
-    where plain DPO (eps = 0) has none.
+    (Mitchell 2023, "A note on DPO with noisy preferences", eq. 3; the ``label_smoothing`` of TRL's DPO). beta
+    scales h as in DPO. The loss is minimised at sigma(beta h*) = 1 - eps, i.e. beta h* = log((1 - eps) / eps): a
+    finite margin, where plain DPO (eps = 0) has none.
 
     Args:
         the four log-probs [B], **summed** over response tokens, as in :func:`dpo_loss`; beta > 0.
@@ -147,7 +152,7 @@ def simpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.T
 
         loss = -log sigma(beta/|y_w| log pi(y_w|x) - beta/|y_l| log pi(y_l|x) - gamma)
 
-    (Meng et al. 2024, eq. 6). beta scales the per-token *mean* log-prob; gamma is a margin in reward units.
+    (Meng et al. 2024, "SimPO"). beta scales the per-token *mean* log-prob; gamma is a margin in reward units.
 
     Args:
         policy_chosen_logps: [B] log pi(y_w|x), **summed** over the response tokens (the division happens here).
@@ -180,11 +185,11 @@ def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: tor
         loss = lambda_D (1 - sigma(beta (r - z0)))   if y is desirable
         loss = lambda_U (1 - sigma(beta (z0 - r)))   if y is undesirable
 
-    (Ethayarajh et al. 2024, eq. 8: lambda_y - v(x, y)). The reference point z0 = KL(pi(y'|x) || pi_ref(y'|x)) is
-    the policy's current KL from the reference, estimated in the paper from *mismatched* pairs (a response to another
-    prompt in the batch), clamped at 0 and **not** differentiated through: it makes a desirable example pay off
-    only when its log-ratio beats what the policy gains on average. Pass it as ``kl_estimate`` (a float, or a tensor
-    that is detached here). beta scales r - z0.
+    (Ethayarajh et al. 2024, "KTO": the loss lambda_y - v(x, y).) The reference point
+    z0 = KL(pi(y'|x) || pi_ref(y'|x)) is the policy's current KL from the reference, estimated in the paper from
+    *mismatched* pairs (a response to another prompt in the batch), clamped at 0 and **not** differentiated
+    through: it makes a desirable example pay off only when its log-ratio beats what the policy gains on average.
+    Pass it as ``kl_estimate`` (a float, or a tensor that is detached here). beta scales r - z0.
 
     Args:
         policy_logps: [B] log pi(y|x), **summed** over the response tokens.
@@ -224,7 +229,7 @@ def orpo_loss(policy_chosen_mean_logps: torch.Tensor, policy_rejected_mean_logps
         odds(y|x) = P(y|x) / (1 - P(y|x)),   P(y|x) = exp(mean log pi(y|x))  (per-token mean, not the sum)
         loss = NLL(y_w) + lam * -log sigma(log odds(y_w|x) - log odds(y_l|x))
 
-    (Hong et al. 2024, eqs. 4-7.) The log odds are computed as mean_logp - log(1 - exp(mean_logp)), the second term
+    (Hong et al. 2024, eqs. 4 and 7.) The log odds are computed as mean_logp - log(1 - exp(mean_logp)), the second term
     with a stable log1mexp, never as log(p / (1 - p)) on p itself. lam weighs the odds-ratio term (their lambda);
     there is no beta.
 
@@ -409,3 +414,108 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
     stopper.restore(policy)
     policy.eval()
     return DPOResult(policy, history, stopper.best_step)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tabular DPO on the enumerable view: a softmax over each prompt's candidates, where DPO's optimum is exact
+
+def _masked_pairs(ref_probs: torch.Tensor) -> torch.Tensor:
+    """[N, K, K] bool: the ordered pairs (i, j), i != j, of real candidates (reference probability > 0)."""
+    real = ref_probs > 0
+    eye = torch.eye(ref_probs.shape[-1], dtype=torch.bool)
+    return real[:, :, None] & real[:, None, :] & ~eye
+
+
+def tabular_log_ratios(logits: torch.Tensor, ref_probs: torch.Tensor) -> torch.Tensor:
+    """log pi(y) - log pi_ref(y) for a tabular policy pi = softmax(logits): [N, K] -> [N, K] (0 on padding)."""
+    real = ref_probs > 0
+    log_pi = torch.log_softmax(logits.masked_fill(~real, -1e9), dim=-1)
+    return torch.where(real, log_pi - torch.log(ref_probs.clamp_min(1e-30)), torch.zeros_like(logits))
+
+
+def expected_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, rewards: torch.Tensor, tau: float,
+                      beta: float) -> torch.Tensor:
+    """The exact expected DPO loss of a tabular policy, over every pair of candidates of every prompt.
+
+    A Bradley-Terry annotator with noise tau prefers y_i to y_j with probability p_ij = sigma((r_i - r_j) / tau),
+    so the expected loss of the pair {i, j} is -p_ij log sigma(beta h_ij) - p_ji log sigma(beta h_ji), with h_ij
+    the log-ratio difference of :func:`dpo_loss`. Summing over *ordered* pairs i != j gives exactly that. Its
+    minimum is beta h_ij = (r_i - r_j) / tau for every pair, i.e. pi = pi_ref exp(r / (tau beta)) / Z: the
+    KL-regularised optimum at beta_KL = tau * beta (:func:`helpers.optimal.optimal_policy`).
+
+    Args:
+        logits: [N, K] the tabular policy's logits (pi = softmax over real candidates).
+        ref_probs: [N, K] pi_ref over the candidates, rows sum to 1, 0 on padding.
+        rewards: [N, K] the gold reward of each candidate.
+        tau: the annotator's noise temperature (> 0).  beta: DPO's beta (> 0).
+    Returns:
+        the loss, a scalar: the mean over pairs (uniform over every prompt's candidate pairs).
+    Used in lesson 04.
+    """
+    _check_beta(beta)
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    log_ratio = tabular_log_ratios(logits, ref_probs)
+    h = log_ratio[:, :, None] - log_ratio[:, None, :]                                   # [N, K, K]
+    p = torch.sigmoid((rewards[:, :, None] - rewards[:, None, :]) / tau)               # [N, K, K]
+    mask = _masked_pairs(ref_probs)
+    terms = -p * F.logsigmoid(beta * h)
+    # each unordered pair appears twice (as ij and ji), so the sum over ordered pairs / 2 is the sum over pairs
+    return terms[mask].sum() / (mask.sum() / 2)
+
+
+def sample_candidate_pairs(ref_probs: torch.Tensor, rewards: torch.Tensor, tau: float, pairs_per_prompt: int,
+                           seed: int = 0) -> torch.Tensor:
+    """Preference data on the enumerable view, as a labeller would produce it: for each prompt, draw two different
+    candidates from pi_ref and let a Bradley-Terry annotator (noise tau) pick one.
+
+    Returns:
+        counts [N, K, K]: counts[n, i, j] = how often candidate i was chosen over candidate j for prompt n.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    N, K = ref_probs.shape
+    counts = torch.zeros(N, K, K)
+    for _ in range(pairs_per_prompt):
+        first = torch.multinomial(ref_probs, 1, generator=gen).squeeze(-1)              # [N]
+        # the second draw excludes the first: a pair of identical responses carries no preference
+        rest = ref_probs.scatter(-1, first[:, None], 0.0)
+        second = torch.multinomial(rest + 1e-12 * (rest.sum(-1, keepdim=True) == 0), 1, generator=gen).squeeze(-1)
+        rows = torch.arange(N)
+        p_first = torch.sigmoid((rewards[rows, first] - rewards[rows, second]) / tau)
+        first_wins = torch.rand(N, generator=gen) < p_first
+        chosen = torch.where(first_wins, first, second)
+        rejected = torch.where(first_wins, second, first)
+        counts[rows, chosen, rejected] += 1
+    return counts
+
+
+def sampled_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor,
+                     beta: float) -> torch.Tensor:
+    """The DPO loss of a tabular policy on sampled pairs (``counts`` from :func:`sample_candidate_pairs`): the mean
+    over pairs of -log sigma(beta h(chosen, rejected)). A scalar."""
+    _check_beta(beta)
+    log_ratio = tabular_log_ratios(logits, ref_probs)
+    h = log_ratio[:, :, None] - log_ratio[:, None, :]                                   # [N, K, K] chosen i over j
+    return (-counts * F.logsigmoid(beta * h)).sum() / counts.sum()
+
+
+def tabular_dpo(ref_probs: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int = 300,
+                lr: float = 0.1) -> tuple[torch.Tensor, list[float]]:
+    """Minimise a tabular loss ``loss_fn(logits)`` from pi = pi_ref with Adam (full batch): the policy's logits are
+    one free number per candidate, so DPO's optimum is reachable exactly.
+
+    Returns:
+        the policy's probabilities [N, K] (0 on padding) and the loss at every step.
+    """
+    logits = torch.log(ref_probs.clamp_min(1e-30)).clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn(logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        probs = torch.softmax(logits.masked_fill(ref_probs == 0, -1e9), dim=-1)
+    return probs.masked_fill(ref_probs == 0, 0.0), losses

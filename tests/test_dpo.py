@@ -304,3 +304,79 @@ def test_train_dpo_returns_the_reference_when_validation_disagrees_with_training
     assert result.history[-1]["eval_loss"] > result.history[0]["eval_loss"]
     for p, q in zip(result.policy.parameters(), reference.parameters()):
         assert torch.equal(p, q)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tabular DPO on an enumerable toy: the exact expected loss recovers the KL-regularised optimum at beta = tau * beta
+
+from helpers import optimal  # noqa: E402
+
+
+def _toy_view(seed=0, n=20, k=5):
+    """n prompts with k candidates each, the last prompt with one padding slot."""
+    gen = torch.Generator().manual_seed(seed)
+    ref = torch.softmax(2 * torch.randn(n, k, generator=gen), -1)
+    ref[-1, -1] = 0.0
+    ref[-1] = ref[-1] / ref[-1].sum()
+    rewards = torch.randn(n, k, generator=gen)
+    rewards[-1, -1] = 0.0
+    return ref, rewards
+
+
+def test_expected_dpo_loss_is_log2_at_the_reference():
+    ref, rewards = _toy_view()
+    loss = dpo.expected_dpo_loss(torch.log(ref.clamp_min(1e-30)), ref, rewards, tau=0.5, beta=0.7)
+    assert loss.item() == pytest.approx(math.log(2.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("tau,beta", [(0.5, 0.5), (0.25, 2.0)])
+def test_expected_dpo_loss_has_zero_gradient_at_the_optimum_for_beta_tau_times_beta(tau, beta):
+    ref, rewards = _toy_view(1)
+    pi_star = optimal.optimal_policy(ref, rewards, tau * beta)
+    logits = torch.log(pi_star.clamp_min(1e-30)).requires_grad_(True)
+    dpo.expected_dpo_loss(logits, ref, rewards, tau, beta).backward()
+    assert logits.grad.abs().max().item() < 1e-6
+    # ... and not at the optimum of the wrong beta (beta alone, forgetting the annotator's tau)
+    wrong = torch.log(optimal.optimal_policy(ref, rewards, beta).clamp_min(1e-30)).requires_grad_(True)
+    dpo.expected_dpo_loss(wrong, ref, rewards, tau, beta).backward()
+    assert wrong.grad.abs().max().item() > 1e-3
+
+
+def test_tabular_dpo_on_the_exact_loss_reaches_the_optimum():
+    ref, rewards = _toy_view(2)
+    tau, beta = 0.5, 0.5
+    pi, losses = dpo.tabular_dpo(ref, lambda l: dpo.expected_dpo_loss(l, ref, rewards, tau, beta), steps=300, lr=0.3)
+    assert losses[0] == pytest.approx(math.log(2.0), abs=1e-6) and losses[-1] < losses[0]
+    assert optimal.gain_fraction(pi, ref, rewards, tau * beta) > 0.999
+    assert torch.allclose(pi, optimal.optimal_policy(ref, rewards, tau * beta), atol=1e-3)
+    assert pi[-1, -1].item() == 0.0                       # padding keeps probability 0
+
+
+def test_sampled_pairs_follow_the_annotator_and_never_pair_a_candidate_with_itself():
+    ref = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 0.0]])
+    counts = dpo.sample_candidate_pairs(ref, rewards, tau=0.5, pairs_per_prompt=20000, seed=0)
+    assert counts.sum().item() == 20000
+    assert counts[0].diagonal().sum().item() == 0 and counts[0, 3].sum() + counts[0, :, 3].sum() == 0
+    won = counts[0, 0, 1] / (counts[0, 0, 1] + counts[0, 1, 0])
+    assert won.item() == pytest.approx(1 / (1 + math.exp(-2.0)), abs=0.02)   # sigma((1 - 0) / 0.5)
+
+
+def test_sampled_dpo_falls_short_with_few_pairs_and_closes_the_gap_with_many():
+    ref, rewards = _toy_view(3)
+    tau, beta = 0.5, 0.5
+    gains = []
+    for m in (5, 2000):
+        counts = dpo.sample_candidate_pairs(ref, rewards, tau, m, seed=0)
+        pi, _ = dpo.tabular_dpo(ref, lambda l: dpo.sampled_dpo_loss(l, ref, counts, beta), steps=300, lr=0.1)
+        gains.append(optimal.gain_fraction(pi, ref, rewards, tau * beta))
+    assert gains[0] < 0.95 < 0.99 < gains[1]
+
+
+def test_sampled_dpo_loss_on_one_pair_is_the_dpo_loss():
+    ref = torch.tensor([[0.6, 0.4]])
+    counts = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])       # candidate 0 chosen over candidate 1, once
+    logits = torch.log(torch.tensor([[0.8, 0.2]]))
+    want = dpo.dpo_loss(torch.log(torch.tensor([0.8])), torch.log(torch.tensor([0.2])),
+                        torch.log(torch.tensor([0.6])), torch.log(torch.tensor([0.4])), beta=0.5)[0]
+    assert dpo.sampled_dpo_loss(logits, ref, counts, 0.5).item() == pytest.approx(want.item(), abs=1e-6)
