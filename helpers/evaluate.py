@@ -182,6 +182,12 @@ def win_rate(samples: Samples, other: Samples) -> float:
     return wins / len(samples.prompts)
 
 
+def gap_closed(gold_reward: float, reference_gold_reward: float, best_gold_reward: float) -> float:
+    """(R - R_ref) / (R_best - R_ref): the share of the possible improvement over the reference that a policy achieved
+    (1 = as good as the best candidate on every prompt, 0 = no better than the reference). DESIGN.md's benchmark."""
+    return (gold_reward - reference_gold_reward) / (best_gold_reward - reference_gold_reward)
+
+
 def scorecard(policy: LanguageModel, reference: LanguageModel | None = None,
               prompts: list[world.Prompt] | None = None, seed: int = PROTOCOL_SEED) -> Scorecard:
     """The course's scorecard for ``policy`` under the fixed protocol.

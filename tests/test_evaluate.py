@@ -274,3 +274,9 @@ def test_scorecard_of_a_model_against_itself_has_zero_kl_and_half_win_rate():
     card = evaluate.scorecard(policy, policy, prompts=prompts_mix())
     assert card.kl == pytest.approx(0.0, abs=1e-5)
     assert card.win_rate == 0.5
+
+
+def test_gap_closed_is_zero_at_the_reference_and_one_at_the_best():
+    assert evaluate.gap_closed(-0.5, -0.5, 1.0) == 0.0
+    assert evaluate.gap_closed(1.0, -0.5, 1.0) == 1.0
+    assert evaluate.gap_closed(0.25, -0.5, 1.0) == pytest.approx(0.5)
