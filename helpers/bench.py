@@ -122,6 +122,8 @@ def bench_labeling() -> dict:
 
 
 SECTIONS += [bench_labeling]
+from .bench_dpo import bench_dpo  # noqa: E402  lesson 04: dpo.*
+SECTIONS += [bench_dpo]
 
 
 def _merge(into: dict, new: dict) -> None:

@@ -338,7 +338,7 @@ def _evaluate(policy: LanguageModel, pairs, ref_chosen, ref_rejected, loss_fn, c
 def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.PreferencePair],
               cfg: DPOConfig = DPOConfig(), policy: LanguageModel | None = None,
               reference: LanguageModel | None = None, loss: Callable = dpo_loss,
-              desc: str = "DPO") -> DPOResult:
+              desc: str = "DPO", on_eval: Callable[[LanguageModel], dict] | None = None) -> DPOResult:
     """Fine-tune a policy on preference pairs with a DPO-family loss, keeping the weights with the lowest
     validation loss (early stopping).
 
@@ -357,6 +357,8 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
         loss: any loss with :func:`dpo_loss`'s signature ``(pc, pr, rc, rr, beta) -> (losses, chosen_rewards,
             rejected_rewards)``: ``dpo_loss``, ``ipo_loss``, or ``functools.partial(cdpo_loss,
             label_smoothing=0.1)``.
+        on_eval: called with the policy at step 0 and at every check; the dict it returns joins that history row.
+            Use it to watch what the loss cannot show, e.g. the malformed rate of sampled responses.
     Returns:
         a :class:`DPOResult`.
     Used in lesson 04.
@@ -385,7 +387,7 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
     first = _evaluate(policy, val_pairs, *val_ref, loss, cfg, tokenizer)
     stopper = EarlyStopping(policy, cfg.patience, loss=first["loss"], step=0)
     history = [{"step": 0, **dict.fromkeys(METRICS, float("nan")), **{f"eval_{k}": v for k, v in first.items()},
-                "seconds": time.perf_counter() - start}]
+                "seconds": time.perf_counter() - start, **(on_eval(policy) if on_eval else {})}]
     running, seen = dict.fromkeys(METRICS, 0.0), 0
     order: list[int] = []
     for step in progress(range(1, total + 1), desc=desc):
@@ -407,7 +409,7 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
             val = _evaluate(policy, val_pairs, *val_ref, loss, cfg, tokenizer)
             history.append({"step": step, **{name: running[name] / seen for name in METRICS},
                             **{f"eval_{name}": v for name, v in val.items()},
-                            "seconds": time.perf_counter() - start})
+                            "seconds": time.perf_counter() - start, **(on_eval(policy) if on_eval else {})})
             running, seen = dict.fromkeys(METRICS, 0.0), 0
             if stopper.update(policy, val["loss"], step):
                 break

@@ -380,3 +380,19 @@ def test_sampled_dpo_loss_on_one_pair_is_the_dpo_loss():
     want = dpo.dpo_loss(torch.log(torch.tensor([0.8])), torch.log(torch.tensor([0.2])),
                         torch.log(torch.tensor([0.6])), torch.log(torch.tensor([0.4])), beta=0.5)[0]
     assert dpo.sampled_dpo_loss(logits, ref, counts, 0.5).item() == pytest.approx(want.item(), abs=1e-6)
+
+
+def test_train_dpo_logs_what_on_eval_returns_at_step_0_and_every_check():
+    reference = _tiny_language_model()
+    seen = []
+
+    def on_eval(policy):
+        seen.append(policy.training)
+        return {"probe": float(len(seen))}
+
+    cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=2, max_steps=6, patience=100)
+    result = dpo.train_dpo(_clean_pairs("train", 48), _clean_pairs("validation", 24), cfg, reference=reference,
+                           on_eval=on_eval)
+    assert [h["step"] for h in result.history] == [0, 2, 4, 6]
+    assert [h["probe"] for h in result.history] == [1.0, 2.0, 3.0, 4.0]
+    assert seen == [False] * 4                      # the policy is in eval mode when it is probed
