@@ -491,14 +491,18 @@ def sample_candidate_pairs(ref_probs: torch.Tensor, rewards: torch.Tensor, tau: 
     return counts
 
 
-def sampled_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor,
-                     beta: float) -> torch.Tensor:
-    """The DPO loss of a tabular policy on sampled pairs (``counts`` from :func:`sample_candidate_pairs`): the mean
-    over pairs of -log sigma(beta h(chosen, rejected)). A scalar."""
+def sampled_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, counts: torch.Tensor, beta: float,
+                     loss: Callable = dpo_loss) -> torch.Tensor:
+    """A DPO-family loss of a tabular policy on sampled pairs (``counts`` from :func:`sample_candidate_pairs`): the
+    mean over pairs of ``loss(log pi(chosen), log pi(rejected), log pi_ref(chosen), log pi_ref(rejected), beta)``,
+    any loss with :func:`dpo_loss`'s signature (``dpo_loss``, ``ipo_loss``, a ``partial`` of ``cdpo_loss``). A scalar."""
     _check_beta(beta)
-    log_ratio = tabular_log_ratios(logits, ref_probs)
-    h = log_ratio[:, :, None] - log_ratio[:, None, :]                                   # [N, K, K] chosen i over j
-    return (-counts * F.logsigmoid(beta * h)).sum() / counts.sum()
+    n, chosen, rejected = counts.nonzero(as_tuple=True)                                # one row per distinct pair
+    log_pi = torch.log_softmax(logits.masked_fill(ref_probs == 0, -1e9), dim=-1)       # [N, K]
+    log_ref = torch.log(ref_probs.clamp_min(1e-30))
+    losses = loss(log_pi[n, chosen], log_pi[n, rejected], log_ref[n, chosen], log_ref[n, rejected], beta)[0]
+    weights = counts[n, chosen, rejected]
+    return (weights * losses).sum() / weights.sum()
 
 
 def tabular_dpo(ref_probs: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int = 300,

@@ -373,13 +373,14 @@ def test_sampled_dpo_falls_short_with_few_pairs_and_closes_the_gap_with_many():
     assert gains[0] < 0.95 < 0.99 < gains[1]
 
 
-def test_sampled_dpo_loss_on_one_pair_is_the_dpo_loss():
+@pytest.mark.parametrize("loss", PAIRED)
+def test_sampled_dpo_loss_on_one_pair_is_that_pairs_loss(loss):
     ref = torch.tensor([[0.6, 0.4]])
-    counts = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])       # candidate 0 chosen over candidate 1, once
+    counts = torch.tensor([[[0.0, 3.0], [0.0, 0.0]]])       # candidate 0 chosen over candidate 1, three times
     logits = torch.log(torch.tensor([[0.8, 0.2]]))
-    want = dpo.dpo_loss(torch.log(torch.tensor([0.8])), torch.log(torch.tensor([0.2])),
-                        torch.log(torch.tensor([0.6])), torch.log(torch.tensor([0.4])), beta=0.5)[0]
-    assert dpo.sampled_dpo_loss(logits, ref, counts, 0.5).item() == pytest.approx(want.item(), abs=1e-6)
+    want = loss(torch.log(torch.tensor([0.8])), torch.log(torch.tensor([0.2])),
+                torch.log(torch.tensor([0.6])), torch.log(torch.tensor([0.4])), beta=0.5)[0]
+    assert dpo.sampled_dpo_loss(logits, ref, counts, 0.5, loss).item() == pytest.approx(want.item(), abs=1e-6)
 
 
 def test_train_dpo_logs_what_on_eval_returns_at_step_0_and_every_check():
