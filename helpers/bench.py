@@ -124,6 +124,8 @@ def bench_labeling() -> dict:
 SECTIONS += [bench_labeling]
 from .bench_dpo import bench_dpo  # noqa: E402  lesson 04: dpo.*
 SECTIONS += [bench_dpo]
+from .bench_ppo import bench_ppo  # noqa: E402  lesson 03: ppo.*
+SECTIONS += [bench_ppo]
 
 
 def _merge(into: dict, new: dict) -> None:

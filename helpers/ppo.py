@@ -395,7 +395,7 @@ class PPOConfig:
     clip_range_value: float = 0.2  # the same for the value model's step
     max_grad_norm: float = 1.0   # gradient clipping, policy and value model each
     eval_every: int = 5          # iterations between validation checks (gold reward, KL); 0: never
-    eval_prompts: int = 256      # validation prompts per check (the first ones of the list given)
+    eval_prompts: int = 256      # validation prompts per check (a fixed random subset: splits are sorted by category)
     keep_best: bool = True       # end with the weights of the best validation check (by gold reward)
     seed: int = 0
 
@@ -621,7 +621,8 @@ def train_ppo(policy: LanguageModel | None, reference: LanguageModel, reward_mod
                   else FixedKLController(cfg.beta))
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    val_prompts = list(prompts_val)[:cfg.eval_prompts]
+    val_prompts = list(prompts_val)
+    val_prompts = random.Random(cfg.seed).sample(val_prompts, min(cfg.eval_prompts, len(val_prompts)))
     history: list[dict] = []
     best = {"iteration": 0, "score": float("-inf"), "state": None}
     start = time.perf_counter()
