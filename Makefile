@@ -25,7 +25,7 @@ help:
 	@echo "make lab        set up .venv if needed and open JupyterLab on notebooks/  (LAB_ARGS=...)"
 	@echo "make test       set up .venv if needed and run every test, notebooks included  (PYTEST_ARGS=...)"
 	@echo "make setup      create .venv and install the pinned dependencies (PYTHON=$(PYTHON); a no-op when up to date)"
-	@echo "make artifacts  rebuild the committed artifacts (reference model, preference set) from their seeds"
+	@echo "make artifacts  rebuild the committed artifacts (reference model, preference set, reward model) from their seeds"
 	@echo "make bench      measure the benchmark figures; print a table and write bench.json"
 	@echo "make exercises  regenerate notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb"
 	@echo "make notebooks  re-execute lessons and solutions in place, then regenerate the exercises"
@@ -64,6 +64,7 @@ test: setup
 artifacts: setup
 	$(BIN)/python -m helpers pretrain
 	$(BIN)/python -m helpers build preferences
+	$(BIN)/python -m helpers build reward-model
 
 bench: setup
 	$(BIN)/python -m helpers bench

@@ -122,6 +122,8 @@ def bench_labeling() -> dict:
 
 
 SECTIONS += [bench_labeling]
+from .bench_reward import bench_best_of_n, bench_reward_model  # noqa: E402  lesson 02: reward_model.*, best_of_n.*
+SECTIONS += [bench_reward_model, bench_best_of_n]
 from .bench_dpo import bench_dpo  # noqa: E402  lesson 04: dpo.*
 SECTIONS += [bench_dpo]
 from .bench_ppo import bench_ppo  # noqa: E402  lesson 03: ppo.*

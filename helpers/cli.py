@@ -2,6 +2,7 @@
 
 - ``pretrain``: train the reference model from its seed and save it under helpers/artifacts/.
 - ``build preferences``: the course preference set (the reference model's samples, labeled by the annotator).
+- ``build reward-model``: the course reward model, trained on that set.
 - ``evaluate``: print the scorecard of a checkpoint (the reference by default) on the test split.
 - ``bench``: measure the figures the issues name; print a table and write bench.json.
 - ``exercises``: regenerate every notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb
@@ -25,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--against", type=Path, default=None,
                    help="a second checkpoint to report KL and win rate against (default: the reference)")
     a = sub.add_parser("build", help="build a course artifact from its seed (what `make artifacts` runs)")
-    a.add_argument("artifact", choices=["preferences"],
-                   help="preferences: the course preference set (the reference model's samples, labeled)")
+    a.add_argument("artifact", choices=["preferences", "reward-model"],
+                   help="preferences: the course preference set (the reference model's samples, labeled); "
+                        "reward-model: the course reward model, trained on it")
     b = sub.add_parser("bench", help="measure the benchmark figures; write bench.json")
     b.add_argument("--out", type=Path, default=Path("bench.json"))
     x = sub.add_parser("exercises", help="regenerate the exercise notebooks from the solution notebooks")
@@ -55,10 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "evaluate":
         from .evaluate import evaluate_checkpoint
         evaluate_checkpoint(args.checkpoint, args.against)
-    elif args.command == "build":
+    elif args.command == "build" and args.artifact == "preferences":
         from .reward import PREFERENCES_PATH, build_preferences
         pairs = build_preferences(PREFERENCES_PATH)
         print(f"saved {len(pairs)} preference pairs to {PREFERENCES_PATH}")
+    elif args.command == "build":
+        from .reward import REWARD_MODEL_PATH, build_reward_model
+        result = build_reward_model(REWARD_MODEL_PATH)
+        print(f"saved the course reward model (step {result.best_step}) to {REWARD_MODEL_PATH}")
     elif args.command == "bench":
         from .bench import run_bench
         run_bench(args.out)

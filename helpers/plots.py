@@ -123,3 +123,61 @@ def plot_frontier(points: list[dict], marks=(), policies: dict | None = None, be
     ax.legend(fontsize=8, loc="lower right")
     ax.figure.tight_layout()
     return ax
+
+
+def plot_training_curves(history: list[dict], title: str = "Training and validation loss", ax=None,
+                         best_step: int | None = None):
+    """Training and validation loss against step, from a training history (rows with ``step``, ``train_loss``,
+    ``val_loss``), with the kept step marked."""
+    ax = ax or plt.subplots(figsize=(6, 3.2))[1]
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["train_loss"] for h in history], "o-", ms=3, color="#1f78b4", label="training")
+    ax.plot(steps, [h["val_loss"] for h in history], "o-", ms=3, color="#d95f02", label="validation")
+    if best_step is not None:
+        ax.axvline(best_step, color="#999999", ls="--", lw=1, label=f"kept: step {best_step}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("Bradley–Terry loss (nats per pair)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_reliability(rows: list[dict], title: str = "Reliability diagram", ax=None):
+    """Observed frequency against predicted probability per bin (rows of :func:`helpers.reward.reliability`);
+    a calibrated model lies on the diagonal. Marker area shows how many pairs a bin holds."""
+    ax = ax or plt.subplots(figsize=(4, 4))[1]
+    ax.plot([0, 1], [0, 1], color="#999999", ls="--", lw=1, label="perfectly calibrated")
+    most = max(r["count"] for r in rows)
+    ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], "-", color="#1f78b4", lw=1)
+    ax.scatter([r["predicted"] for r in rows], [r["observed"] for r in rows], s=[10 + 140 * r["count"] / most
+               for r in rows], color="#1f78b4", zorder=3, label="reward model (area: pairs in bin)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(first preferred)")
+    ax.set_ylabel("observed share first preferred")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_best_of_n(curves: dict, title: str = "Best-of-N", axes=None):
+    """Two panels against N (log scale): the reward model's score of the kept response, and its gold reward with
+    the 95 % interval. ``curves``: name -> :class:`helpers.reward.BestOfN`."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(8, 3.2))[1]
+    colours = _method_colours(curves)
+    for name, c in curves.items():
+        axes[0].plot(c.ns, [c.proxy[n] for n in c.ns], "o-", color=colours[name], label=name)
+        axes[1].plot(c.ns, [c.gold[n] for n in c.ns], "o-", color=colours[name], label=name)
+        axes[1].fill_between(c.ns, [c.gold_interval[n][0] for n in c.ns], [c.gold_interval[n][1] for n in c.ns],
+                             color=colours[name], alpha=0.15)
+    for ax, what in zip(axes, ("reward-model score (proxy)", "gold reward")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(next(iter(curves.values())).ns, [str(n) for n in next(iter(curves.values())).ns])
+        ax.set_xlabel("N (samples per prompt)")
+        ax.set_ylabel(f"mean {what}")
+        ax.legend(fontsize=8)
+    axes[0].set_title(title)
+    axes[0].figure.tight_layout()
+    return axes

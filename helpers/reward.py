@@ -3,8 +3,9 @@ Best-of-N sampling.
 
 Bradley-Terry (1952) models a comparison as P(a > b) = sigma(r(a) - r(b)). Fitting r to preferences by maximum
 likelihood gives the loss -log sigma(r(chosen) - r(rejected)): binary cross-entropy on the reward margin
-(InstructGPT, Ouyang et al. 2022, eq. 1). The reward model is the course transformer with a scalar head read at the
-``<eos>`` token (:class:`helpers.model.ScalarModel`).
+(InstructGPT, Ouyang et al. 2022, eq. 1). The plain reward model is the course transformer with a scalar head read at the
+``<eos>`` token (:class:`helpers.model.ScalarModel`); the course reward model (:class:`RewardModel`) adds what a
+two-layer model cannot route to ``<eos>`` by itself: how likely the reference model found each response token.
 
 Shapes: B = number of pairs (or sequences), T = sequence length.
 Used in lessons 02, 03, 05, 06.
@@ -17,15 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from . import world
 from .checkpoint import ARTIFACTS, load, load_reference, save
 from .early_stopping import EarlyStopping
-from .evaluate import sample_responses
-from .model import LanguageModel, ScalarModel
+from .evaluate import Samples, sample_responses
+from .model import LanguageModel, ModelConfig, ScalarModel, Transformer, token_logprobs
 from .progress import progress
-from .tokenizer import Tokenizer, collate_preferences, encode_pairs
+from .tokenizer import Tokenizer, collate_preferences, encode_pairs, pad_sequences
 
 PREFERENCES_PATH = ARTIFACTS / "preferences.jsonl"
 REWARD_MODEL_PATH = ARTIFACTS / "reward_model.pt"
@@ -101,7 +103,79 @@ def load_preferences(split: str = "train", path: Path = PREFERENCES_PATH) -> lis
 # ----------------------------------------------------------------------------------------------------------------
 # the reward model
 
-def score_pairs(model: ScalarModel, pairs: list[world.PreferencePair],
+class RewardModel(nn.Module):
+    """The course reward model: a scalar head read at ``<eos>``, plus the reference model's "surprise".
+
+        r(x, y) = head(h_eos) + sum_t g(h_t) * log pi_ref(y_t | x, y_<t)      (sum over response tokens t)
+
+    Why the second term: in a two-layer transformer the knowledge that "4 plus 5" is 9 lives in the language-model
+    head's prediction at the position *before* the answer word; no later position reads it, ``<eos>`` least of all.
+    So a plain scalar head at ``<eos>`` cannot check answers it has not seen in training (lesson 02 measures it).
+    The frozen reference model's log-prob of each response token is that knowledge made visible: a wrong sum is a
+    surprising token. ``g`` (one linear layer, zero at the start) learns how much each token's surprise counts, so
+    a fresh model scores exactly like the plain one. Only ``transformer``, ``head`` and ``gate`` train.
+
+    Exposes ``score(input_ids, attention_mask) -> [B]`` like :class:`ScalarModel`. Used in lessons 02, 03, 05, 06.
+    """
+
+    surprise_floor = -10.0  # log-probs below this count as this: one impossible token must not dominate the sum
+
+    def __init__(self, cfg: ModelConfig, sep_id: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.sep_id = Tokenizer().sep_id if sep_id is None else sep_id
+        self.transformer = Transformer(cfg)
+        self.head = nn.Linear(cfg.n_embd, 1)
+        self.gate = nn.Linear(cfg.n_embd, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+        self.reference = LanguageModel(cfg).requires_grad_(False)
+
+    @classmethod
+    def from_language_model(cls, lm: LanguageModel) -> "RewardModel":
+        """Backbone and frozen reference both start as ``lm`` (the reference model)."""
+        model = cls(lm.cfg)
+        model.transformer.load_state_dict(lm.transformer.state_dict())
+        model.reference.load_state_dict(lm.state_dict())
+        return model
+
+    def train(self, mode: bool = True) -> "RewardModel":
+        super().train(mode)
+        self.reference.eval()  # frozen, so always in eval mode
+        return self
+
+    def response_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, T] bool: real tokens after the first ``<sep>`` (the response, ``<eos>`` included)."""
+        first_sep = (input_ids == self.sep_id).int().argmax(-1)                     # [B]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return (positions[None, :] > first_sep[:, None]) & attention_mask.bool()
+
+    def surprise(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, T]: log pi_ref of each response token (floored), 0 elsewhere."""
+        with torch.no_grad():
+            logp = token_logprobs(self.reference(input_ids, attention_mask), input_ids)  # [B, T-1]
+        logp = F.pad(logp.clamp(min=self.surprise_floor), (1, 0))                   # [B, T]: entry t for token t
+        return logp * self.response_mask(input_ids, attention_mask)
+
+    def score_parts(self, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two terms of r separately, each [B]: the head at ``<eos>`` and the gated surprise sum."""
+        hidden = self.transformer(input_ids, attention_mask)                        # [B, T, C]
+        last = attention_mask.sum(-1) - 1                                             # [B]
+        at_eos = self.head(hidden).squeeze(-1).gather(1, last[:, None]).squeeze(1)
+        knowledge = (self.gate(hidden).squeeze(-1) * self.surprise(input_ids, attention_mask)).sum(-1)
+        return at_eos, knowledge
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """r(x, y) [B] for right-padded ``<bos> x <sep> y <eos>`` rows."""
+        at_eos, knowledge = self.score_parts(input_ids, attention_mask)
+        return at_eos + knowledge
+
+
+Scorer = ScalarModel | RewardModel  # anything with .score(input_ids, attention_mask) -> [B] and .cfg
+
+
+def score_pairs(model: Scorer, pairs: list[world.PreferencePair],
                 tokenizer: Tokenizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Reward-model scores of chosen and rejected responses, each [B]."""
     batch = collate_preferences(pairs, tokenizer or Tokenizer(), model.cfg.block_size)
@@ -111,7 +185,7 @@ def score_pairs(model: ScalarModel, pairs: list[world.PreferencePair],
 
 
 @torch.no_grad()
-def score_texts(model: ScalarModel, prompts: list[str], responses: list[str], batch_size: int = 512) -> torch.Tensor:
+def score_texts(model: Scorer, prompts: list[str], responses: list[str], batch_size: int = 512) -> torch.Tensor:
     """Reward-model scores of (prompt, response) texts [B], in batches."""
     tok = Tokenizer()
     out = []
@@ -122,7 +196,19 @@ def score_texts(model: ScalarModel, prompts: list[str], responses: list[str], ba
 
 
 @torch.no_grad()
-def pairwise_accuracy(model: ScalarModel, pairs: list[world.PreferencePair]) -> float:
+def score_samples(model: Scorer, samples: Samples, batch_size: int = 512) -> torch.Tensor:
+    """Reward-model scores [B] of sampled responses, from their token ids (a sample can hold tokens, such as a
+    stray ``<bos>``, that its decoded text cannot be encoded back from)."""
+    out = []
+    for i in range(0, len(samples.texts), batch_size):
+        batch = pad_sequences(samples.prompt_ids[i:i + batch_size], samples.response_ids[i:i + batch_size],
+                              model.cfg.pad_id, model.cfg.block_size)
+        out.append(model.score(batch.input_ids, batch.attention_mask))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: Scorer, pairs: list[world.PreferencePair]) -> float:
     """Fraction of pairs where the model scores ``chosen`` above ``rejected``."""
     chosen = score_texts(model, [p.prompt for p in pairs], [p.chosen for p in pairs])
     rejected = score_texts(model, [p.prompt for p in pairs], [p.rejected for p in pairs])
@@ -141,14 +227,23 @@ class RewardTrainConfig:
     seed: int = 0
 
 
+# the small reward model lesson 02 trains live (<= 20 s): few steps at a larger learning rate, checked often
+LIVE_CONFIG = RewardTrainConfig(max_steps=120, eval_every=10, patience=4, lr=1e-3)
+
+
+def live_validation_pairs() -> list[world.PreferencePair]:
+    """Every fifth validation pair, at most 1,000: enough to see overfitting, cheap enough to check often."""
+    return load_preferences("validation")[::5][:1000]
+
+
 @dataclass
 class RewardTrainResult:
-    model: ScalarModel            # the weights with the best validation loss
+    model: Scorer                 # the weights with the best validation loss
     history: list[dict]           # one row per validation check: step, train_loss, val_loss, val_accuracy
     best_step: int
 
 
-def _mean_loss(model: ScalarModel, pairs: list[world.PreferencePair], batch_size: int = 256) -> tuple[float, float]:
+def _mean_loss(model: Scorer, pairs: list[world.PreferencePair], batch_size: int = 256) -> tuple[float, float]:
     losses, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
@@ -159,7 +254,7 @@ def _mean_loss(model: ScalarModel, pairs: list[world.PreferencePair], batch_size
 
 
 def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[world.PreferencePair],
-                       cfg: RewardTrainConfig = RewardTrainConfig(), init: ScalarModel | None = None,
+                       cfg: RewardTrainConfig = RewardTrainConfig(), init: Scorer | None = None,
                        desc: str = "reward model") -> RewardTrainResult:
     """Fit a reward model to preferences with the Bradley-Terry loss, keeping the weights with the best
     validation loss (early stopping).
@@ -212,7 +307,7 @@ def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[
 # ----------------------------------------------------------------------------------------------------------------
 # evaluation
 
-def gold_agreement(model: ScalarModel, prompts: list[world.Prompt], responses_a: list[str],
+def gold_agreement(model: Scorer, prompts: list[world.Prompt], responses_a: list[str],
                    responses_b: list[str]) -> dict:
     """How often the reward model orders two responses like the gold reward does, over pairs whose gold rewards
     differ; overall and per prompt kind (arithmetic, capital, ..., harmful, unanswerable)."""
@@ -243,7 +338,7 @@ def candidate_pairs(prompts: list[world.Prompt]) -> tuple[list[world.Prompt], li
 
 
 @torch.no_grad()
-def reliability(model: ScalarModel, pairs: list[world.PreferencePair], bins: int = 10) -> list[dict]:
+def reliability(model: Scorer, pairs: list[world.PreferencePair], bins: int = 10) -> list[dict]:
     """Calibration: pairs binned by the model's P(first > second) = sigma(r_a - r_b); per bin, the mean predicted
     probability and the observed fraction of pairs where the first was chosen.
 
@@ -266,30 +361,48 @@ def reliability(model: ScalarModel, pairs: list[world.PreferencePair], bins: int
 # ----------------------------------------------------------------------------------------------------------------
 # Best-of-N
 
-@torch.no_grad()
-def best_of_n(policy: LanguageModel, reward_model: ScalarModel, prompts: list[world.Prompt], n: int,
-              seed: int = 0, temperature: float = 1.0) -> list[str]:
-    """For each prompt, sample ``n`` responses and keep the one the reward model scores highest.
+@dataclass
+class BestOfN:
+    """Best-of-N at several N, all from one set of samples: per N, the chosen responses and their mean rewards."""
+    ns: list[int]
+    chosen: dict[int, list[str]]       # N -> the response kept for each prompt
+    proxy: dict[int, float]            # N -> mean reward-model score of the kept responses
+    gold: dict[int, float]             # N -> mean gold reward of the kept responses
+    gold_interval: dict[int, tuple[float, float]]  # N -> 95 % interval of that mean (normal approximation)
 
-    No training at all: the policy is unchanged, and inference costs n samples plus n reward-model calls.
+
+@torch.no_grad()
+def best_of_n(policy: LanguageModel, reward_model: Scorer, prompts: list[world.Prompt],
+              ns: tuple[int, ...] = (1, 2, 4, 8, 16), seed: int = 0, temperature: float = 1.0) -> BestOfN:
+    """For each prompt, sample max(ns) responses; for each N keep the one the reward model scores highest among
+    the first N. Sharing the samples makes the curve over N smooth and costs one sampling pass.
+
+    No training at all: the policy is unchanged, and inference costs N samples plus N reward-model calls. A
+    response that never ended gets -inf, so it is kept only when none of the N ended.
     """
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    texts = [p.text for p in prompts]
-    best = [None] * len(prompts)
-    best_score = torch.full((len(prompts),), float("-inf"))
-    for k in range(n):
-        s = sample_responses(policy, prompts, temperature, seed=seed * 7919 + k)
-        scores = score_texts(reward_model, texts, s.texts)
-        scores = scores.masked_fill(~torch.tensor(s.ended), float("-inf"))
-        better = scores > best_score
-        for i in torch.nonzero(better).flatten().tolist():
-            best[i] = s.texts[i]
-        best_score = torch.maximum(best_score, scores)
-        for i, b in enumerate(best):
-            if b is None:  # nothing ended yet: keep the first sample so every prompt has a response
-                best[i] = s.texts[i]
-    return best
+    if not ns or min(ns) < 1:
+        raise ValueError(f"every N must be at least 1, got {ns}")
+    samples = [sample_responses(policy, prompts, temperature, seed=seed * 7919 + k) for k in range(max(ns))]
+    scores = torch.stack([score_samples(reward_model, s) for s in samples], dim=1)              # [P, N]
+    ended = torch.tensor([s.ended for s in samples]).T                                           # [P, N]
+    ranked = scores.masked_fill(~ended, float("-inf"))
+    result = BestOfN(sorted(ns), {}, {}, {}, {})
+    for n in result.ns:
+        pick = ranked[:, :n].argmax(dim=1)                                                       # [P]
+        chosen = [samples[k].texts[i] for i, k in enumerate(pick.tolist())]
+        gold = torch.tensor([world.gold_reward(p, y) for p, y in zip(prompts, chosen)], dtype=torch.float64)
+        half = 1.96 * float(gold.std()) / len(gold) ** 0.5
+        result.chosen[n] = chosen
+        result.proxy[n] = float(scores[torch.arange(len(prompts)), pick].mean())
+        result.gold[n] = float(gold.mean())
+        result.gold_interval[n] = (float(gold.mean()) - half, float(gold.mean()) + half)
+    return result
+
+
+def relabel(pairs: list[world.PreferencePair], annotator: world.Annotator) -> list[world.PreferencePair]:
+    """The same pairs of responses, judged again by another annotator (say, one with a bias): what changes is
+    only the labels, so any change in the reward model trained on them comes from the annotator."""
+    return [annotator.label(world.find_prompt(p.prompt), p.chosen, p.rejected) for p in pairs]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -299,10 +412,14 @@ COURSE_TAU = 0.5  # the course annotator's noise: P(better chosen) = sigma(1) = 
 
 
 def build_preferences(path: Path = PREFERENCES_PATH, responses_per_prompt: int = 6, seed: int = 0) -> list:
-    """The course preference set: reference samples on train and validation prompts, labeled at tau = COURSE_TAU."""
+    """The course preference set: reference samples on the prompts of every split, labeled at tau = COURSE_TAU.
+
+    Train pairs are for training, validation pairs for every choice (early stopping, hyperparameters), test pairs
+    only for the figures a lesson reports. Each split has its own seeds, so adding a split never changes another.
+    """
     reference = load_reference()
     pairs = []
-    for k, split in enumerate(("train", "validation")):
+    for k, split in enumerate(world.SPLITS):
         annotator = world.Annotator(tau=COURSE_TAU, seed=seed + k)
         pairs += make_preferences(reference, list(world.prompts(split)), annotator, responses_per_prompt,
                                   seed=seed + k)
@@ -311,12 +428,21 @@ def build_preferences(path: Path = PREFERENCES_PATH, responses_per_prompt: int =
 
 
 def build_reward_model(path: Path = REWARD_MODEL_PATH, cfg: RewardTrainConfig = RewardTrainConfig()) -> RewardTrainResult:
-    """The course reward model: trained on the course preference set, early-stopped on its validation part."""
-    result = train_reward_model(load_preferences("train"), load_preferences("validation"), cfg)
+    """The course reward model (:class:`RewardModel`): trained on the course preference set, early-stopped on its
+    validation part."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the thread count changes float rounding: fixed, so that a rebuild is bit-identical
+    try:
+        torch.manual_seed(cfg.seed)
+        init = RewardModel.from_language_model(load_reference())
+        result = train_reward_model(load_preferences("train"), load_preferences("validation"), cfg, init=init,
+                                    desc="course reward model")
+    finally:
+        torch.set_num_threads(previous_threads)
     save(result.model, path)
     return result
 
 
-def load_reward_model(path: Path = REWARD_MODEL_PATH) -> ScalarModel:
+def load_reward_model(path: Path = REWARD_MODEL_PATH) -> RewardModel:
     """The course reward model built by ``make artifacts``, in eval mode. Used in lessons 03, 05, 06."""
-    return load(path, ScalarModel)
+    return load(path, RewardModel)

@@ -11,12 +11,13 @@ def pairs():
     return reward.read_preferences(reward.PREFERENCES_PATH)
 
 
-def test_preference_set_covers_train_and_validation_prompts_and_never_test(pairs):
+def test_preference_set_covers_every_split_and_load_preferences_keeps_them_apart(pairs):
     split_of = {p.text: s for s in world.SPLITS for p in world.prompts(s)}
-    splits = {split_of[p.prompt] for p in pairs}
-    assert splits == {"train", "validation"}
-    assert len(reward.load_preferences("train")) + len(reward.load_preferences("validation")) == len(pairs)
-    assert reward.load_preferences("test") == []
+    assert {split_of[p.prompt] for p in pairs} == set(world.SPLITS)
+    loaded = {s: reward.load_preferences(s) for s in world.SPLITS}
+    assert sum(len(v) for v in loaded.values()) == len(pairs)
+    for split, rows in loaded.items():
+        assert rows and {split_of[p.prompt] for p in rows} == {split}
 
 
 def test_every_pair_holds_two_different_known_responses(pairs):

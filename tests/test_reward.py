@@ -98,3 +98,90 @@ def test_pairwise_accuracy_counts_chosen_scored_above_rejected():
     swapped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in pairs]
     ties = float((chosen == rejected).sum())
     assert reward.pairwise_accuracy(model, swapped) == pytest.approx(1 - expected - ties / len(pairs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the course reward model: head at <eos> plus the gated surprise of the frozen reference
+
+def _tiny_language_model(seed=1):
+    from helpers.model import LanguageModel
+    torch.manual_seed(seed)
+    return LanguageModel(dataclasses.replace(default_config(), n_embd=16, n_head=2, n_layer=1))
+
+
+def _batch(pairs):
+    from helpers.tokenizer import Tokenizer, encode_pairs
+    return encode_pairs(Tokenizer(), [p.prompt for p in pairs], [p.chosen for p in pairs], 64)
+
+
+def test_a_fresh_reward_model_scores_exactly_like_a_plain_one_since_the_gate_starts_at_zero():
+    lm = _tiny_language_model()
+    model, plain = reward.RewardModel.from_language_model(lm), ScalarModel.from_language_model(lm)
+    plain.head.load_state_dict(model.head.state_dict())
+    batch = _batch(_clean_pairs("train", 6))
+    with torch.no_grad():
+        assert torch.equal(model.score(batch.input_ids, batch.attention_mask),
+                           plain.score(batch.input_ids, batch.attention_mask))
+
+
+def test_the_surprise_term_is_the_references_log_prob_of_each_response_token_and_nothing_else():
+    from helpers.model import token_logprobs
+    lm = _tiny_language_model()
+    model = reward.RewardModel.from_language_model(lm)
+    batch = _batch(_clean_pairs("train", 6))
+    surprise = model.surprise(batch.input_ids, batch.attention_mask)
+    # the tokenizer's response mask marks the same tokens: the response and its <eos>, no prompt, <sep> or padding
+    assert torch.equal(model.response_mask(batch.input_ids, batch.attention_mask), batch.response_mask.bool())
+    with torch.no_grad():
+        expected = token_logprobs(lm(batch.input_ids, batch.attention_mask), batch.input_ids)
+    expected = expected.clamp(min=model.surprise_floor) * batch.response_mask[:, 1:]
+    assert torch.allclose(surprise[:, 1:], expected, atol=1e-6)
+    assert torch.all(surprise[:, 0] == 0)
+    # with the gate's bias at 1 and weights at 0, the knowledge term is the summed (floored) log-prob of the response
+    with torch.no_grad():
+        model.gate.bias.fill_(1.0)
+        _, knowledge = model.score_parts(batch.input_ids, batch.attention_mask)
+    assert torch.allclose(knowledge, expected.sum(-1), atol=1e-5)
+
+
+def test_training_the_reward_model_leaves_its_reference_frozen_and_moves_the_gate():
+    lm = _tiny_language_model()
+    model = reward.RewardModel.from_language_model(lm)
+    frozen = {k: v.clone() for k, v in model.reference.state_dict().items()}
+    train, val = _clean_pairs("train", 64), _clean_pairs("validation", 16)
+    cfg = reward.RewardTrainConfig(batch_size=16, lr=3e-3, eval_every=4, max_steps=8, patience=100)
+    result = reward.train_reward_model(train, val, cfg, init=model)
+    assert all(torch.equal(v, result.model.reference.state_dict()[k]) for k, v in frozen.items())
+    assert all(not p.requires_grad for p in result.model.reference.parameters())
+    assert result.model.gate.weight.abs().sum() > 0
+    result.model.train()
+    assert not result.model.reference.training  # dropout could never switch on inside the frozen reference
+
+
+def test_the_committed_reward_model_loads_and_checks_answers_on_unseen_test_prompts():
+    model = reward.load_reward_model()
+    assert isinstance(model, reward.RewardModel) and not model.training
+    ps = [p for p in world.prompts("test") if p.category == "answerable"][::4]
+    right = reward.score_texts(model, [p.text for p in ps], [world.response(p, "correct") for p in ps])
+    wrong = reward.score_texts(model, [p.text for p in ps], [world.response(p, "wrong") for p in ps])
+    assert (right > wrong).float().mean() > 0.95
+
+
+def test_best_of_n_proxy_never_falls_as_n_grows_and_n_equal_1_is_the_first_sample():
+    from helpers.evaluate import sample_responses
+    lm = _tiny_language_model()
+    scorer = _tiny_scalar_model()
+    ps = list(world.prompts("test"))[:12]
+    curve = reward.best_of_n(lm, scorer, ps, ns=(1, 2, 4), seed=3)
+    first = sample_responses(lm, ps, 1.0, seed=3 * 7919)
+    assert curve.chosen[1] == first.texts
+    assert curve.proxy[1] <= curve.proxy[2] + 1e-6 <= curve.proxy[4] + 2e-6
+    lo, hi = curve.gold_interval[4]
+    assert lo <= curve.gold[4] <= hi
+
+
+def test_relabel_keeps_the_responses_and_lets_the_new_annotator_choose():
+    pairs = _clean_pairs("train", 20)
+    swapped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in pairs]
+    again = reward.relabel(swapped, world.Annotator(tau=1e-3, seed=0))  # a near-perfect annotator
+    assert [(p.chosen, p.rejected) for p in again] == [(p.chosen, p.rejected) for p in pairs]

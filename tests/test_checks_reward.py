@@ -1,0 +1,126 @@
+"""The lesson 02 checks can fail: each passes correct answers and names the mistake in realistic wrong ones."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import checks, reward
+
+
+def _stub(*args):
+    raise NotImplementedError("Exercise 9.9 is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# correct answers
+
+def _pad_batch(seqs, pad_id):
+    T = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [pad_id] * (T - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])
+    return ids, mask
+
+
+def _score_at_last_token(values, mask):
+    return values[torch.arange(len(values)), mask.sum(-1) - 1]
+
+
+def _gradient(m):
+    return -torch.sigmoid(-m)  # the same function as sigmoid(m) - 1, written another way
+
+
+def _slope(scores, lengths):
+    x, y = lengths - lengths.mean(), scores - scores.mean()
+    return float((x * y).sum() / (x * x).sum())
+
+
+CORRECT = [
+    (checks.check_pad_batch, _pad_batch),
+    (checks.check_score_at_last_token, _score_at_last_token),
+    (checks.check_bradley_terry_loss, reward.bradley_terry_loss),
+    (checks.check_bradley_terry_loss, lambda c, r: F.softplus(r - c)),
+    (checks.check_bradley_terry_gradient, _gradient),
+    (checks.check_length_slope, _slope),
+]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("check, answer", CORRECT, ids=lambda x: getattr(x, "__name__", ""))
+def test_a_correct_answer_passes(check, answer, hidden, capsys):
+    check(answer, hidden=hidden)
+    assert "passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check", [c for c, _ in CORRECT[::2]] + [checks.check_over_optimisation])
+def test_an_untouched_stub_fails_with_not_implemented_yet(check):
+    with pytest.raises(AssertionError, match="Exercise 9.9 is not implemented yet"):
+        check(_stub)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# wrong answers, each named
+
+def _left_pad(seqs, pad_id):
+    T = max(len(s) for s in seqs)
+    ids = torch.tensor([[pad_id] * (T - len(s)) + s for s in seqs])
+    mask = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs])
+    return ids, mask
+
+
+def _fixed_length(seqs, pad_id):
+    ids = torch.tensor([s + [pad_id] * (10 - len(s)) for s in seqs])
+    return ids, (ids != pad_id).long()
+
+
+WRONG = [
+    (checks.check_pad_batch, "left padding", _left_pad, "pads on the left"),
+    (checks.check_pad_batch, "inverted mask", lambda s, p: (_pad_batch(s, p)[0], 1 - _pad_batch(s, p)[1]),
+     "inverted"),
+    (checks.check_pad_batch, "pads with 0", lambda s, p: _pad_batch(s, 0), "pads with 0"),
+    (checks.check_pad_batch, "fixed length", _fixed_length, "padded to the longest"),
+    (checks.check_pad_batch, "bool mask", lambda s, p: (_pad_batch(s, p)[0], _pad_batch(s, p)[1].bool()), "dtype"),
+    (checks.check_score_at_last_token, "last position", lambda v, m: v[:, -1], "padding token"),
+    (checks.check_score_at_last_token, "one past", lambda v, m: v.gather(1, m.sum(-1).clamp(max=v.shape[1] - 1)[:, None])
+     .squeeze(1), "one position past"),
+    (checks.check_score_at_last_token, "first token", lambda v, m: v[:, 0], "first token"),
+    (checks.check_score_at_last_token, "mean", lambda v, m: (v * m).sum(-1) / m.sum(-1), "averages"),
+    (checks.check_bradley_terry_loss, "swapped", lambda c, r: -F.logsigmoid(r - c), "swapped"),
+    (checks.check_bradley_terry_loss, "log of sigmoid", lambda c, r: -torch.log(torch.sigmoid(c - r)), "logsigmoid"),
+    (checks.check_bradley_terry_loss, "no minus", lambda c, r: F.logsigmoid(c - r), "minus sign"),
+    (checks.check_bradley_terry_loss, "mean", lambda c, r: -F.logsigmoid(c - r).mean(), "one number"),
+    (checks.check_bradley_terry_loss, "sigmoid only", lambda c, r: -torch.sigmoid(c - r), "without the log"),
+    (checks.check_bradley_terry_gradient, "sign", lambda m: 1 - torch.sigmoid(m), "sign is flipped"),
+    (checks.check_bradley_terry_gradient, "no -1", lambda m: torch.sigmoid(m), "-1 is missing"),
+    (checks.check_bradley_terry_gradient, "the loss", lambda m: -F.logsigmoid(m), "not its derivative"),
+    (checks.check_length_slope, "correlation", lambda s, l: float(torch.corrcoef(torch.stack([l, s]))[0, 1]),
+     "correlation"),
+    (checks.check_length_slope, "through origin", lambda s, l: float((s * l).sum() / (l * l).sum()), "origin"),
+    (checks.check_length_slope, "reversed", lambda s, l: _slope(l, s), "lengths on scores"),
+]
+
+
+@pytest.mark.parametrize("check, name, answer, mistake", WRONG, ids=[w[1] for w in WRONG])
+def test_a_wrong_answer_fails_and_names_its_mistake(check, name, answer, mistake):
+    with pytest.raises(AssertionError, match=mistake):
+        check(answer)
+
+
+@pytest.mark.parametrize("check, answer", [
+    (checks.check_pad_batch, lambda s, p: (_pad_batch(s, p)[0] + 1, _pad_batch(s, p)[1])),
+    (checks.check_score_at_last_token, lambda v, m: 2 * _score_at_last_token(v, m)),
+    (checks.check_bradley_terry_loss, lambda c, r: 0.5 * F.softplus(r - c)),
+    (checks.check_bradley_terry_gradient, lambda m: torch.sigmoid(m) - 0.9),
+    (checks.check_length_slope, lambda s, l: 2 * _slope(s, l)),
+])
+def test_a_wrong_answer_that_matches_no_known_mistake_still_fails(check, answer):
+    with pytest.raises(AssertionError):
+        check(answer)
+
+
+@pytest.mark.parametrize("key", ["scores_shift", "pairs_vs_ratings", "overfitting_curves", "over_optimisation"])
+def test_each_lesson_02_question_passes_its_key_and_fails_every_other_letter(key, capsys):
+    question = checks.QUESTIONS[key]
+    checks.check_choice(key, question.answer)
+    assert "correct" in capsys.readouterr().out
+    for letter in set(question.letters) - set(question.answer):
+        with pytest.raises(AssertionError, match="not the best answer"):
+            checks.check_choice(key, letter)
