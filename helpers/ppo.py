@@ -26,11 +26,10 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import world
 from .evaluate import sample_responses, score_samples, sequence_kl
@@ -296,8 +295,9 @@ def enumerable_ppo(ref_probs: torch.Tensor, rewards: torch.Tensor,
     :func:`clipped_policy_loss` / :func:`clipped_value_loss` train for ``epochs`` passes. The advantages are *not*
     whitened here by default: at the optimum r - beta log(pi/pi_ref) = beta log Z(x) for every candidate, so the
     advantages shrink to the value table's errors, and dividing by their spread would blow that noise up into
-    full-size steps (measured on the test split's view: the gain then stalls near 0.83 instead of 0.99). The optimum of the objective J(pi) = E_pi[r*] - beta KL(pi || pi_ref) is
-    pi* proportional to pi_ref exp(r*/beta), so the result can be measured against it exactly
+    full-size steps (measured on the test split's view: the gain then stalls near 0.83 instead of 0.99).
+    The optimum of the objective J(pi) = E_pi[r*] - beta KL(pi || pi_ref) is pi* proportional to
+    pi_ref exp(r*/beta), so the result can be measured against it exactly
     (:func:`helpers.optimal.gain_fraction`).
 
     Args:
