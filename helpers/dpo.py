@@ -473,6 +473,7 @@ def sample_candidate_pairs(ref_probs: torch.Tensor, rewards: torch.Tensor, tau: 
 
     Returns:
         counts [N, K, K]: counts[n, i, j] = how often candidate i was chosen over candidate j for prompt n.
+    Used in lesson 04.
     """
     gen = torch.Generator().manual_seed(seed)
     N, K = ref_probs.shape
@@ -495,7 +496,12 @@ def sampled_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, counts: torc
                      loss: Callable = dpo_loss) -> torch.Tensor:
     """A DPO-family loss of a tabular policy on sampled pairs (``counts`` from :func:`sample_candidate_pairs`): the
     mean over pairs of ``loss(log pi(chosen), log pi(rejected), log pi_ref(chosen), log pi_ref(rejected), beta)``,
-    any loss with :func:`dpo_loss`'s signature (``dpo_loss``, ``ipo_loss``, a ``partial`` of ``cdpo_loss``). A scalar."""
+    any loss with :func:`dpo_loss`'s signature (``dpo_loss``, ``ipo_loss``, a ``partial`` of ``cdpo_loss``).
+
+    Returns:
+        the loss, a scalar (each pair weighted by how often it was drawn).
+    Used in lesson 04.
+    """
     _check_beta(beta)
     n, chosen, rejected = counts.nonzero(as_tuple=True)                                # one row per distinct pair
     log_pi = torch.log_softmax(logits.masked_fill(ref_probs == 0, -1e9), dim=-1)       # [N, K]
@@ -512,6 +518,7 @@ def tabular_dpo(ref_probs: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
 
     Returns:
         the policy's probabilities [N, K] (0 on padding) and the loss at every step.
+    Used in lesson 04.
     """
     logits = torch.log(ref_probs.clamp_min(1e-30)).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
