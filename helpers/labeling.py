@@ -30,7 +30,7 @@ A record (one JSON object per line)::
 record carries the texts, so a labels folder is a data set on its own: exporting needs nothing else.
 
 Ties and "both bad" carry no preference, so :func:`export_pairs` leaves them (and skips) out of the pairs and
-counts them. Used in lesson 02 (and notebooks/00-labeling.ipynb).
+counts them. Used in lesson 02.
 """
 from __future__ import annotations
 

@@ -310,18 +310,22 @@ def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[
 def gold_agreement(model: Scorer, prompts: list[world.Prompt], responses_a: list[str],
                    responses_b: list[str]) -> dict:
     """How often the reward model orders two responses like the gold reward does, over pairs whose gold rewards
-    differ; overall and per prompt kind (arithmetic, capital, ..., harmful, unanswerable)."""
+    differ: overall (``all``, over ``n`` pairs), per prompt kind (``by_kind``: arithmetic, capital, ..., harmful,
+    unanswerable), and per pair of behaviours (``by_pair``: "refusal vs wrong" -> (rate, pairs))."""
     texts = [p.text for p in prompts]
     sa, sb = score_texts(model, texts, responses_a), score_texts(model, texts, responses_b)
     hits: dict[str, list[bool]] = {}
+    by_pair: dict[str, list[bool]] = {}
     for p, a, b, x, y in zip(prompts, responses_a, responses_b, sa.tolist(), sb.tolist()):
         ga, gb = world.gold_reward(p, a), world.gold_reward(p, b)
         if ga == gb:
             continue
         hits.setdefault(p.kind, []).append((ga > gb) == (x > y))
+        by_pair.setdefault(" vs ".join(sorted((world.parse(p, a), world.parse(p, b)))), []).append((ga > gb) == (x > y))
     everything = [h for v in hits.values() for h in v]
     return {"all": sum(everything) / len(everything), "n": len(everything),
-            "by_kind": {k: sum(v) / len(v) for k, v in sorted(hits.items())}}
+            "by_kind": {k: sum(v) / len(v) for k, v in sorted(hits.items())},
+            "by_pair": {k: (sum(v) / len(v), len(v)) for k, v in sorted(by_pair.items())}}
 
 
 def candidate_pairs(prompts: list[world.Prompt]) -> tuple[list[world.Prompt], list[str], list[str]]:
@@ -337,17 +341,18 @@ def candidate_pairs(prompts: list[world.Prompt]) -> tuple[list[world.Prompt], li
     return ps, a, b
 
 
-@torch.no_grad()
-def reliability(model: Scorer, pairs: list[world.PreferencePair], bins: int = 10) -> list[dict]:
+def reliability(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, bins: int = 10) -> list[dict]:
     """Calibration: pairs binned by the model's P(first > second) = sigma(r_a - r_b); per bin, the mean predicted
     probability and the observed fraction of pairs where the first was chosen.
 
-    Each pair is shown both ways round (chosen first, then rejected first) so every bin is populated symmetrically.
+    Each pair is counted both ways round (chosen first, then rejected first) so every bin is populated symmetrically.
+
+    Args:
+        chosen_scores, rejected_scores: [B] a reward model's scores of each pair's two responses
+            (from :func:`score_texts`).
     """
-    c = score_texts(model, [p.prompt for p in pairs], [p.chosen for p in pairs])
-    r = score_texts(model, [p.prompt for p in pairs], [p.rejected for p in pairs])
-    probs = torch.cat([torch.sigmoid(c - r), torch.sigmoid(r - c)])
-    outcome = torch.cat([torch.ones(len(pairs)), torch.zeros(len(pairs))])
+    probs = torch.cat([torch.sigmoid(chosen_scores - rejected_scores), torch.sigmoid(rejected_scores - chosen_scores)])
+    outcome = torch.cat([torch.ones(len(chosen_scores)), torch.zeros(len(chosen_scores))])
     rows = []
     for k in range(bins):
         lo, hi = k / bins, (k + 1) / bins

@@ -185,3 +185,18 @@ def test_relabel_keeps_the_responses_and_lets_the_new_annotator_choose():
     swapped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in pairs]
     again = reward.relabel(swapped, world.Annotator(tau=1e-3, seed=0))  # a near-perfect annotator
     assert [(p.chosen, p.rejected) for p in again] == [(p.chosen, p.rejected) for p in pairs]
+
+
+def test_reliability_is_symmetric_and_on_the_diagonal_for_labels_drawn_from_the_models_own_probabilities():
+    gen = torch.Generator().manual_seed(0)
+    a, b = 2 * torch.randn(40_000, generator=gen), 2 * torch.randn(40_000, generator=gen)
+    first_chosen = torch.rand(40_000, generator=gen) < torch.sigmoid(a - b)   # a Bradley-Terry annotator
+    chosen, rejected = torch.where(first_chosen, a, b), torch.where(first_chosen, b, a)
+    rows = reward.reliability(chosen, rejected, bins=10)
+    assert len(rows) == 10 and sum(r["count"] for r in rows) == 80_000
+    for low, high in zip(rows, reversed(rows)):  # each pair counted both ways round
+        assert low["count"] == high["count"] and low["observed"] == pytest.approx(1 - high["observed"])
+    assert all(abs(r["predicted"] - r["observed"]) < 0.03 for r in rows)
+    # a model that is sure of everything it gets right is not calibrated: the check can fail
+    overconfident = reward.reliability(4 * chosen, 4 * rejected, bins=10)
+    assert max(abs(r["predicted"] - r["observed"]) for r in overconfident) > 0.1
