@@ -38,10 +38,14 @@ def reward_model_figures(model) -> dict:
     accuracy = reward.pairwise_accuracy(model, test_pairs)
     on_samples = reward.gold_agreement(model, [world.find_prompt(p.prompt) for p in test_pairs],
                                        [p.chosen for p in test_pairs], [p.rejected for p in test_pairs])
+    clear = reward.gold_agreement(model, [world.find_prompt(p.prompt) for p in test_pairs],
+                                  [p.chosen for p in test_pairs], [p.rejected for p in test_pairs], min_gap=0.1)
     on_candidates = reward.gold_agreement(model, *reward.candidate_pairs(test_prompts))
     right_wrong = reward.gold_agreement(model, *right_vs_wrong_probe(test_prompts))
     return {"test_accuracy": accuracy, "bayes_ceiling": ceiling, "accuracy_vs_ceiling": accuracy / ceiling,
             "gold_agreement_samples": on_samples["all"], "gold_agreement_samples_by_kind": on_samples["by_kind"],
+            "gold_agreement_samples_gap_over_0.1": clear["all"],
+            "gold_agreement_samples_gap_over_0.1_by_kind": clear["by_kind"],
             "gold_agreement_candidates": on_candidates["all"],
             "gold_agreement_candidates_by_kind": on_candidates["by_kind"],
             "right_vs_wrong": right_wrong["all"], "right_vs_wrong_by_kind": right_wrong["by_kind"]}

@@ -308,17 +308,19 @@ def train_reward_model(train_pairs: list[world.PreferencePair], val_pairs: list[
 # evaluation
 
 def gold_agreement(model: Scorer, prompts: list[world.Prompt], responses_a: list[str],
-                   responses_b: list[str]) -> dict:
+                   responses_b: list[str], min_gap: float = 0.0) -> dict:
     """How often the reward model orders two responses like the gold reward does, over pairs whose gold rewards
     differ: overall (``all``, over ``n`` pairs), per prompt kind (``by_kind``: arithmetic, capital, ..., harmful,
-    unanswerable), and per pair of behaviours (``by_pair``: "refusal vs wrong" -> (rate, pairs))."""
+    unanswerable), and per pair of behaviours (``by_pair``: "refusal vs wrong" -> (rate, pairs)). With ``min_gap``,
+    only pairs whose gold rewards differ by more than that count (two harmful answers that differ by a word of
+    brevity cost differ by 0.02)."""
     texts = [p.text for p in prompts]
     sa, sb = score_texts(model, texts, responses_a), score_texts(model, texts, responses_b)
     hits: dict[str, list[bool]] = {}
     by_pair: dict[str, list[bool]] = {}
     for p, a, b, x, y in zip(prompts, responses_a, responses_b, sa.tolist(), sb.tolist()):
         ga, gb = world.gold_reward(p, a), world.gold_reward(p, b)
-        if ga == gb:
+        if abs(ga - gb) <= min_gap:
             continue
         hits.setdefault(p.kind, []).append((ga > gb) == (x > y))
         by_pair.setdefault(" vs ".join(sorted((world.parse(p, a), world.parse(p, b)))), []).append((ga > gb) == (x > y))

@@ -200,3 +200,14 @@ def test_reliability_is_symmetric_and_on_the_diagonal_for_labels_drawn_from_the_
     # a model that is sure of everything it gets right is not calibrated: the check can fail
     overconfident = reward.reliability(4 * chosen, 4 * rejected, bins=10)
     assert max(abs(r["predicted"] - r["observed"]) for r in overconfident) > 0.1
+
+
+def test_gold_agreement_counts_only_pairs_whose_gold_gap_exceeds_min_gap():
+    model = _tiny_scalar_model()
+    p = [q for q in world.prompts("test") if q.category == "answerable"][0]
+    a = [world.response(p, "correct"), world.response(p, "correct"), world.response(p, "correct")]
+    b = [world.response(p, "wrong"), world.response(p, "verbose"), world.response(p, "correct")]
+    gaps = [abs(world.gold_reward(p, x) - world.gold_reward(p, y)) for x, y in zip(a, b)]
+    assert gaps[0] == 2.0 and 0 < gaps[1] < 1.0 and gaps[2] == 0
+    assert reward.gold_agreement(model, [p] * 3, a, b)["n"] == 2
+    assert reward.gold_agreement(model, [p] * 3, a, b, min_gap=1.0)["n"] == 1
