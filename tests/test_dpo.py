@@ -1,5 +1,4 @@
 """The DPO family: analytic truths of each loss, and the training loop's bookkeeping on a tiny model."""
-import dataclasses
 import functools
 import math
 
@@ -7,9 +6,9 @@ import pytest
 import torch
 
 from helpers import dpo, world
-from helpers.checkpoint import default_config
-from helpers.model import LanguageModel, sequence_logprobs
+from helpers.model import sequence_logprobs
 from helpers.tokenizer import Tokenizer, collate_preferences
+from tiny import clean_pairs, tiny_language_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -205,23 +204,12 @@ def test_other_losses_validate_their_inputs():
 # ----------------------------------------------------------------------------------------------------------------
 # the training loop, on a tiny model
 
-def _tiny_language_model(seed=0):
-    torch.manual_seed(seed)
-    return LanguageModel(dataclasses.replace(default_config(), n_embd=16, n_head=2, n_layer=1))
-
-
-def _clean_pairs(split, n):
-    """Correct answer preferred to an insult: an easy, noiseless preference set."""
-    ps = [p for p in world.prompts(split) if p.category == "answerable"][:n]
-    return [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
-
-
 @pytest.fixture(scope="module")
 def tiny_run():
-    reference = _tiny_language_model()
+    reference = tiny_language_model()
     before = {k: v.clone() for k, v in reference.state_dict().items()}
     cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=1, max_steps=8, patience=100)
-    result = dpo.train_dpo(_clean_pairs("train", 48), _clean_pairs("validation", 24), cfg, reference=reference)
+    result = dpo.train_dpo(clean_pairs("train", 48), clean_pairs("validation", 24), cfg, reference=reference)
     return reference, before, result
 
 
@@ -265,7 +253,7 @@ def test_train_dpo_keeps_the_weights_with_the_best_validation_loss(tiny_run):
     reference, _, result = tiny_run
     best = min(result.history, key=lambda h: h["eval_loss"])
     assert result.best_step == best["step"]
-    val = _clean_pairs("validation", 24)
+    val = clean_pairs("validation", 24)
     ref_logps = dpo._reference_logps(reference, val, Tokenizer())
     metrics = dpo._evaluate(result.policy, val, *ref_logps, dpo.dpo_loss, dpo.DPOConfig(beta=0.5), Tokenizer())
     assert metrics["loss"] == pytest.approx(best["eval_loss"], rel=1e-5)
@@ -273,17 +261,17 @@ def test_train_dpo_keeps_the_weights_with_the_best_validation_loss(tiny_run):
 
 def test_train_dpo_rejects_empty_data_and_bad_beta():
     with pytest.raises(ValueError, match="non-empty"):
-        dpo.train_dpo([], _clean_pairs("validation", 2), reference=_tiny_language_model())
+        dpo.train_dpo([], clean_pairs("validation", 2), reference=tiny_language_model())
     with pytest.raises(ValueError, match="beta"):
-        dpo.train_dpo(_clean_pairs("train", 2), _clean_pairs("validation", 2), dpo.DPOConfig(beta=0.0),
-                      reference=_tiny_language_model())
+        dpo.train_dpo(clean_pairs("train", 2), clean_pairs("validation", 2), dpo.DPOConfig(beta=0.0),
+                      reference=tiny_language_model())
 
 
 def test_train_dpo_logs_log_probs_summed_over_response_tokens():
     """At step 0 the policy is the reference: logps/chosen must be the mean over pairs of the *summed* log-prob."""
-    reference, val = _tiny_language_model(), _clean_pairs("validation", 12)
+    reference, val = tiny_language_model(), clean_pairs("validation", 12)
     cfg = dpo.DPOConfig(batch_size=4, max_steps=1, eval_every=1)
-    result = dpo.train_dpo(_clean_pairs("train", 8), val, cfg, reference=reference)
+    result = dpo.train_dpo(clean_pairs("train", 8), val, cfg, reference=reference)
     batch = collate_preferences(val, Tokenizer(), reference.cfg.block_size)
     with torch.no_grad():
         chosen = sequence_logprobs(reference(batch.chosen.input_ids, batch.chosen.attention_mask),
@@ -296,10 +284,10 @@ def test_train_dpo_logs_log_probs_summed_over_response_tokens():
 def test_train_dpo_returns_the_reference_when_validation_disagrees_with_training():
     """Validation prefers the insult, training the correct answer: every step makes validation worse, so early
     stopping must hand back the step-0 weights, which are the reference's."""
-    reference = _tiny_language_model()
-    flipped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in _clean_pairs("validation", 16)]
+    reference = tiny_language_model()
+    flipped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in clean_pairs("validation", 16)]
     cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=2, max_steps=6, patience=100)
-    result = dpo.train_dpo(_clean_pairs("train", 32), flipped, cfg, reference=reference)
+    result = dpo.train_dpo(clean_pairs("train", 32), flipped, cfg, reference=reference)
     assert result.best_step == 0
     assert result.history[-1]["eval_loss"] > result.history[0]["eval_loss"]
     for p, q in zip(result.policy.parameters(), reference.parameters()):
@@ -384,7 +372,7 @@ def test_sampled_dpo_loss_on_one_pair_is_that_pairs_loss(loss):
 
 
 def test_train_dpo_logs_what_on_eval_returns_at_step_0_and_every_check():
-    reference = _tiny_language_model()
+    reference = tiny_language_model()
     seen = []
 
     def on_eval(policy):
@@ -392,8 +380,19 @@ def test_train_dpo_logs_what_on_eval_returns_at_step_0_and_every_check():
         return {"probe": float(len(seen))}
 
     cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=2, max_steps=6, patience=100)
-    result = dpo.train_dpo(_clean_pairs("train", 48), _clean_pairs("validation", 24), cfg, reference=reference,
+    result = dpo.train_dpo(clean_pairs("train", 48), clean_pairs("validation", 24), cfg, reference=reference,
                            on_eval=on_eval)
     assert [h["step"] for h in result.history] == [0, 2, 4, 6]
     assert [h["probe"] for h in result.history] == [1.0, 2.0, 3.0, 4.0]
     assert seen == [False] * 4                      # the policy is in eval mode when it is probed
+
+
+def test_bench_dpo_is_registered_and_its_tabular_figures_meet_the_target():
+    from helpers import bench
+    from helpers.bench_dpo import bench_dpo, tabular_figures
+    from helpers.checkpoint import load_reference
+    assert bench_dpo in bench.SECTIONS
+    figures = tabular_figures(load_reference(), beta=0.5, pairs_per_prompt=11, split="validation")
+    assert figures["tabular_gain_fraction"] >= 0.99                       # issue 6: exact loss, >= 99 % of the gain
+    assert figures["tabular_sampled_gain_fraction"] < figures["tabular_gain_fraction"] - 0.05   # finite data
+    assert figures["tabular_beta_kl"] == 0.25
