@@ -1,13 +1,12 @@
 """Bradley-Terry reward modeling: analytic truths of the loss, and the training loop's bookkeeping."""
-import dataclasses
 import math
 
 import pytest
 import torch
 
 from helpers import reward, world
-from helpers.checkpoint import default_config
 from helpers.model import ScalarModel
+from tiny import clean_pairs, tiny_language_model, tiny_scalar_model
 
 
 def test_bradley_terry_loss_is_log2_when_rewards_are_equal():
@@ -58,21 +57,10 @@ def test_bradley_terry_mle_on_a_tournament_satisfies_the_stationarity_condition(
     assert s.argmax() == 0  # player 0 won the most games
 
 
-def _tiny_scalar_model(seed=0):
-    torch.manual_seed(seed)
-    return ScalarModel(dataclasses.replace(default_config(), n_embd=16, n_head=2, n_layer=1))
-
-
-def _clean_pairs(split, n):
-    """Correct answer preferred to an insult: an easy, noiseless preference set."""
-    ps = [p for p in world.prompts(split) if p.category == "answerable"][:n]
-    return [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
-
-
 def test_reward_training_keeps_the_weights_with_the_best_validation_loss():
-    train, val = _clean_pairs("train", 64), _clean_pairs("validation", 32)
+    train, val = clean_pairs("train", 64), clean_pairs("validation", 32)
     cfg = reward.RewardTrainConfig(batch_size=16, lr=3e-3, eval_every=2, max_steps=12, patience=100)
-    result = reward.train_reward_model(train, val, cfg, init=_tiny_scalar_model())
+    result = reward.train_reward_model(train, val, cfg, init=tiny_scalar_model())
     best = min(result.history, key=lambda h: h["val_loss"])
     assert result.best_step == best["step"]
     loss, acc = reward._mean_loss(result.model, val)
@@ -82,15 +70,15 @@ def test_reward_training_keeps_the_weights_with_the_best_validation_loss():
 
 
 def test_early_stopping_ends_training_after_patience_checks_without_improvement():
-    train, val = _clean_pairs("train", 64), _clean_pairs("validation", 32)
+    train, val = clean_pairs("train", 64), clean_pairs("validation", 32)
     cfg = reward.RewardTrainConfig(batch_size=16, lr=0.0, eval_every=1, max_steps=50, patience=3)
-    result = reward.train_reward_model(train, val, cfg, init=_tiny_scalar_model())
+    result = reward.train_reward_model(train, val, cfg, init=tiny_scalar_model())
     assert len(result.history) == 4  # the first check sets the best; three more without improvement stop it
 
 
 def test_pairwise_accuracy_counts_chosen_scored_above_rejected():
-    model = _tiny_scalar_model()
-    pairs = _clean_pairs("test", 20)
+    model = tiny_scalar_model()
+    pairs = clean_pairs("test", 20)
     chosen = reward.score_texts(model, [p.prompt for p in pairs], [p.chosen for p in pairs])
     rejected = reward.score_texts(model, [p.prompt for p in pairs], [p.rejected for p in pairs])
     expected = sum(float(c > r) for c, r in zip(chosen, rejected)) / len(pairs)
@@ -103,22 +91,16 @@ def test_pairwise_accuracy_counts_chosen_scored_above_rejected():
 # ---------------------------------------------------------------------------------------------------------------
 # the course reward model: head at <eos> plus the gated surprise of the frozen reference
 
-def _tiny_language_model(seed=1):
-    from helpers.model import LanguageModel
-    torch.manual_seed(seed)
-    return LanguageModel(dataclasses.replace(default_config(), n_embd=16, n_head=2, n_layer=1))
-
-
 def _batch(pairs):
     from helpers.tokenizer import Tokenizer, encode_pairs
     return encode_pairs(Tokenizer(), [p.prompt for p in pairs], [p.chosen for p in pairs], 64)
 
 
 def test_a_fresh_reward_model_scores_exactly_like_a_plain_one_since_the_gate_starts_at_zero():
-    lm = _tiny_language_model()
+    lm = tiny_language_model(1)
     model, plain = reward.RewardModel.from_language_model(lm), ScalarModel.from_language_model(lm)
     plain.head.load_state_dict(model.head.state_dict())
-    batch = _batch(_clean_pairs("train", 6))
+    batch = _batch(clean_pairs("train", 6))
     with torch.no_grad():
         assert torch.equal(model.score(batch.input_ids, batch.attention_mask),
                            plain.score(batch.input_ids, batch.attention_mask))
@@ -126,9 +108,9 @@ def test_a_fresh_reward_model_scores_exactly_like_a_plain_one_since_the_gate_sta
 
 def test_the_surprise_term_is_the_references_log_prob_of_each_response_token_and_nothing_else():
     from helpers.model import token_logprobs
-    lm = _tiny_language_model()
+    lm = tiny_language_model(1)
     model = reward.RewardModel.from_language_model(lm)
-    batch = _batch(_clean_pairs("train", 6))
+    batch = _batch(clean_pairs("train", 6))
     surprise = model.surprise(batch.input_ids, batch.attention_mask)
     # the tokenizer's response mask marks the same tokens: the response and its <eos>, no prompt, <sep> or padding
     assert torch.equal(model.response_mask(batch.input_ids, batch.attention_mask), batch.response_mask.bool())
@@ -145,10 +127,10 @@ def test_the_surprise_term_is_the_references_log_prob_of_each_response_token_and
 
 
 def test_training_the_reward_model_leaves_its_reference_frozen_and_moves_the_gate():
-    lm = _tiny_language_model()
+    lm = tiny_language_model(1)
     model = reward.RewardModel.from_language_model(lm)
     frozen = {k: v.clone() for k, v in model.reference.state_dict().items()}
-    train, val = _clean_pairs("train", 64), _clean_pairs("validation", 16)
+    train, val = clean_pairs("train", 64), clean_pairs("validation", 16)
     cfg = reward.RewardTrainConfig(batch_size=16, lr=3e-3, eval_every=4, max_steps=8, patience=100)
     result = reward.train_reward_model(train, val, cfg, init=model)
     assert all(torch.equal(v, result.model.reference.state_dict()[k]) for k, v in frozen.items())
@@ -169,8 +151,8 @@ def test_the_committed_reward_model_loads_and_checks_answers_on_unseen_test_prom
 
 def test_best_of_n_proxy_never_falls_as_n_grows_and_n_equal_1_is_the_first_sample():
     from helpers.evaluate import sample_responses
-    lm = _tiny_language_model()
-    scorer = _tiny_scalar_model()
+    lm = tiny_language_model(1)
+    scorer = tiny_scalar_model()
     ps = list(world.prompts("test"))[:12]
     curve = reward.best_of_n(lm, scorer, ps, ns=(1, 2, 4), seed=3)
     first = sample_responses(lm, ps, 1.0, seed=3 * 7919)
@@ -181,7 +163,7 @@ def test_best_of_n_proxy_never_falls_as_n_grows_and_n_equal_1_is_the_first_sampl
 
 
 def test_relabel_keeps_the_responses_and_lets_the_new_annotator_choose():
-    pairs = _clean_pairs("train", 20)
+    pairs = clean_pairs("train", 20)
     swapped = [world.PreferencePair(p.prompt, p.rejected, p.chosen) for p in pairs]
     again = reward.relabel(swapped, world.Annotator(tau=1e-3, seed=0))  # a near-perfect annotator
     assert [(p.chosen, p.rejected) for p in again] == [(p.chosen, p.rejected) for p in pairs]
@@ -203,7 +185,7 @@ def test_reliability_is_symmetric_and_on_the_diagonal_for_labels_drawn_from_the_
 
 
 def test_gold_agreement_counts_only_pairs_whose_gold_gap_exceeds_min_gap():
-    model = _tiny_scalar_model()
+    model = tiny_scalar_model()
     p = [q for q in world.prompts("test") if q.category == "answerable"][0]
     a = [world.response(p, "correct"), world.response(p, "correct"), world.response(p, "correct")]
     b = [world.response(p, "wrong"), world.response(p, "verbose"), world.response(p, "correct")]
