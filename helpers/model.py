@@ -2,7 +2,8 @@
 
 - :class:`ModelConfig`: every size and special id, with why.
 - :class:`Transformer`: embeddings, causal self-attention blocks, final layer norm -> hidden states.
-- :class:`LanguageModel`: the transformer plus a next-token head; ``generate`` samples responses.
+- :class:`LanguageModel`: the transformer plus a next-token head; ``generate`` samples responses, keeping each
+  block's keys and values in a :class:`KVCache` so every step computes only the new token.
 - :class:`ScalarModel`: the transformer plus a scalar head, for reward models and value functions.
 - :func:`token_logprobs` and :func:`sequence_logprobs`: log-probabilities of given tokens.
 
@@ -47,11 +48,16 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: list | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # [B, T, C] -> [B, H, T, C/H]
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            # generation: the keys and values of earlier positions are kept, so only new tokens are computed
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)  # [B, H, T, C/H] -> [B, T, C]
@@ -69,8 +75,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(),
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd), nn.Dropout(cfg.dropout))
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.norm1(x), allowed)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x), allowed, cache)
         return x + self.mlp(self.norm2(x))
 
 
@@ -85,28 +91,48 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.LayerNorm(cfg.n_embd)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: "KVCache | None" = None) -> torch.Tensor:
+        """With a ``cache`` (generation), ``input_ids`` are only the new tokens, ``attention_mask`` covers the
+        earlier ones too, and the output is the new tokens' hidden states."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
+        past = cache.length if cache is not None else 0                            # positions already computed
+        S = past + T                                                               # keys: earlier and new
         if B == 0:
             raise ValueError("empty batch")
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than the context of {self.cfg.block_size}")
-        if attention_mask is None:
+        if S > self.cfg.block_size:
+            raise ValueError(f"sequence of {S} tokens is longer than the context of {self.cfg.block_size}")
+        if attention_mask is None and cache is None:
             attention_mask = (input_ids != self.cfg.pad_id).long()
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+        if attention_mask is None or attention_mask.shape != (B, S):
+            raise ValueError(f"attention_mask {None if attention_mask is None else tuple(attention_mask.shape)} "
+                             f"must be [B, T] = {(B, S)}, covering the cached tokens too")
         # positions count real tokens only, so left- and right-padded copies of a sequence give the same output
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         # a query may see earlier non-padding keys, and always itself (so padding rows never divide by zero)
-        causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
-        allowed = causal & attention_mask.bool()[:, None, :]                     # [B, T, T]
-        allowed = allowed | torch.eye(T, dtype=torch.bool, device=input_ids.device)
+        causal = torch.ones(S, S, dtype=torch.bool, device=input_ids.device).tril()[past:]   # [T, S]
+        allowed = causal & attention_mask.bool()[:, None, :]                     # [B, T, S]
+        allowed = allowed | torch.eye(S, dtype=torch.bool, device=input_ids.device)[past:]
         x = self.token_embedding(input_ids) + self.position_embedding(positions)
-        for block in self.blocks:
-            x = block(x, allowed[:, None])                                         # [B, 1, T, T] for all heads
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed[:, None], cache.layers[i] if cache is not None else None)  # [B, 1, T, S]: all heads
+        if cache is not None:
+            cache.length = S
         return self.norm(x)
+
+
+@dataclass
+class KVCache:
+    """Each block's attention keys and values for the tokens seen so far, so that ``generate`` computes each new
+    token once instead of re-running the whole sequence at every step."""
+    layers: list[list]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, n_layer: int) -> "KVCache":
+        return cls([[] for _ in range(n_layer)])
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -125,9 +151,10 @@ class LanguageModel(nn.Module):
         self.transformer = Transformer(cfg)
         self.apply(_init_weights)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
         """Next-token logits [B, T, V]: position t scores the token at t + 1."""
-        hidden = self.transformer(input_ids, attention_mask)
+        hidden = self.transformer(input_ids, attention_mask, cache)
         return hidden @ self.transformer.token_embedding.weight.T
 
     @torch.no_grad()
@@ -166,8 +193,10 @@ class LanguageModel(nn.Module):
         done = torch.zeros(B, dtype=torch.bool)
         responses: list[list[int]] = [[] for _ in range(B)]
         logprobs: list[list[float]] = [[] for _ in range(B)]
+        cache = KVCache.empty(self.cfg.n_layer)
+        new = ids                                       # the prompts first, then one sampled token per step
         for _ in range(max_new_tokens):
-            logits = self(ids, mask)[:, -1, :] / temperature                        # [B, V]
+            logits = self(new, mask, cache)[:, -1, :] / temperature                 # [B, V]
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -179,7 +208,7 @@ class LanguageModel(nn.Module):
                 logprobs[i].append(float(token_logp[i]))
             # finished rows keep receiving padding, masked out of attention
             token = token.masked_fill(done, self.cfg.pad_id)
-            ids = torch.cat([ids, token[:, None]], dim=1)
+            new = token[:, None]
             mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
             done = done | (token == self.cfg.eos_id)
             if bool(done.all()):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import world
-from helpers.model import LanguageModel, ModelConfig, ScalarModel, sequence_logprobs, token_logprobs
+from helpers.model import KVCache, LanguageModel, ModelConfig, ScalarModel, sequence_logprobs, token_logprobs
 from helpers.tokenizer import Tokenizer, pad_sequences
 
 TOK = Tokenizer()
@@ -186,6 +186,32 @@ def test_a_prompts_logits_are_the_same_alone_and_in_a_padded_batch():
     mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts])
     left = model(ids, mask)[i, T - n:]
     assert torch.allclose(left, alone, atol=1e-5)
+
+
+def test_a_kv_cache_fed_token_by_token_gives_the_full_forward_logits():
+    """generate's cache: left-padded prompts first, then one token per step, finished rows masked as padding."""
+    model = lm()
+    prompts = world_prompts(5)
+    T = max(len(p) for p in prompts)
+    ids = torch.tensor([[TOK.pad_id] * (T - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts])
+    g = torch.Generator().manual_seed(0)
+    extra = torch.randint(4, len(TOK), (len(prompts), 6), generator=g)
+    extra_mask = torch.ones_like(extra)
+    extra_mask[1, 3:] = 0                                    # row 1 "ended": padding from step 3 on
+    extra[1, 3:] = TOK.pad_id
+    full_ids, full_mask = torch.cat([ids, extra], 1), torch.cat([mask, extra_mask], 1)
+    full = model(full_ids, full_mask)                                                # [B, T + 6, V]
+    cache = KVCache.empty(model.cfg.n_layer)
+    steps = [model(ids, mask, cache)]
+    for t in range(extra.shape[1]):
+        steps.append(model(extra[:, t:t + 1], full_mask[:, :T + t + 1], cache))
+    cached = torch.cat(steps, 1)
+    real = full_mask.bool()
+    assert cache.length == full_ids.shape[1]
+    assert torch.allclose(cached[real], full[real], atol=1e-5)
+    with pytest.raises(ValueError, match="cached tokens"):
+        model(extra[:, :1], full_mask[:, :1], cache)
 
 
 def test_transformer_rejects_a_sequence_longer_than_the_context():
