@@ -42,7 +42,7 @@ def reward_model_figures(model) -> dict:
                                   [p.chosen for p in test_pairs], [p.rejected for p in test_pairs], min_gap=0.1)
     on_candidates = reward.gold_agreement(model, *reward.candidate_pairs(test_prompts))
     right_wrong = reward.gold_agreement(model, *right_vs_wrong_probe(test_prompts))
-    return {"test_accuracy": accuracy, "bayes_ceiling": ceiling, "accuracy_vs_ceiling": accuracy / ceiling,
+    return {"heldout_accuracy": accuracy, "bayes_accuracy": ceiling, "accuracy_vs_ceiling": accuracy / ceiling,
             "gold_agreement_samples": on_samples["all"], "gold_agreement_samples_by_kind": on_samples["by_kind"],
             "gold_agreement_samples_gap_over_0.1": clear["all"],
             "gold_agreement_samples_gap_over_0.1_by_kind": clear["by_kind"],
@@ -81,7 +81,8 @@ def bench_best_of_n() -> dict:
     torch.set_num_threads(PretrainConfig().threads)
     curve = reward.best_of_n(load_reference(), reward.load_reward_model(), list(world.prompts("test")),
                              ns=(1, 4, 16), seed=1)
-    return {"best_of_n": {"gold_n1": curve.gold[1], "gold_n1_interval": list(curve.gold_interval[1]),
-                          "gold_n16": curve.gold[16], "gold_n16_interval": list(curve.gold_interval[16]),
+    return {"best_of_n": {"gold_reward_n1": curve.gold[1], "gold_reward_n1_interval": list(curve.gold_interval[1]),
+                          "gold_reward_n16": curve.gold[16],
+                          "gold_reward_n16_interval": list(curve.gold_interval[16]),
                           "proxy_n1": curve.proxy[1], "proxy_n16": curve.proxy[16],
                           "gain_beyond_both_intervals": curve.gold_interval[16][0] > curve.gold_interval[1][1]}}
