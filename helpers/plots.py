@@ -181,3 +181,131 @@ def plot_best_of_n(curves: dict, title: str = "Best-of-N", axes=None):
     axes[0].set_title(title)
     axes[0].figure.tight_layout()
     return axes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# lesson 03: PPO
+
+def plot_clipped_surrogate(clip_range: float = 0.2, title: str = "PPO's clipped surrogate", axes=None):
+    """The per-token objective min(r A, clip(r, 1 - eps, 1 + eps) A) against the ratio r, for A = +1 and A = -1,
+    computed by :func:`helpers.ppo.clipped_policy_loss` (negated) on a grid, beside the unclipped r A."""
+    import torch
+    from .ppo import clipped_policy_loss
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(8, 2.8), sharey=False)[1]
+    ratios = torch.linspace(0.3, 1.8, 301)
+    ones = torch.ones(1, 1)
+    for ax, a in zip(axes, (1.0, -1.0)):
+        clipped = [-float(clipped_policy_loss(torch.log(r).view(1, 1), torch.zeros(1, 1), a * ones, ones,
+                                              clip_range)[0]) for r in ratios]
+        ax.plot(ratios, a * ratios, color="#999999", ls="--", lw=1, label="unclipped  r·A")
+        ax.plot(ratios, clipped, color=METHOD_COLOURS["ppo"], lw=2, label="clipped (PPO)")
+        for edge in (1 - clip_range, 1 + clip_range):
+            ax.axvline(edge, color="#cccccc", lw=0.8)
+        ax.axvline(1.0, color="#666666", lw=0.8, ls=":")
+        ax.set_xlabel(r"probability ratio $r = \pi_\theta / \pi_{\mathrm{old}}$")
+        ax.set_ylabel("objective (to maximise)")
+        flat = "above 1 + ε" if a > 0 else "below 1 − ε"
+        ax.set_title(f"A = {a:+.0f}: flat (no gradient) {flat}", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left" if a > 0 else "upper right")
+    axes[0].figure.suptitle(title, y=1.02)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+# what a PPO history's panels show: metric -> (axis label, colour)
+PPO_PANELS = {
+    "objective/scores": ("reward-model score (batch)", "#1f78b4"),
+    "objective/gold": ("gold reward (batch)", "#1b9e77"),
+    "objective/kl": ("KL(π ‖ π_ref), nats", METHOD_COLOURS["ppo"]),
+    "objective/entropy": ("entropy, nats per response", "#7570b3"),
+}
+
+
+def plot_ppo_history(history: list[dict], title: str = "PPO, iteration by iteration", axes=None,
+                     panels: dict = PPO_PANELS):
+    """One panel per metric of a :func:`helpers.ppo.train_ppo` history against the iteration; the gold panel also
+    shows the validation checks (``val/gold_reward``) as squares."""
+    axes = axes if axes is not None else plt.subplots(1, len(panels), figsize=(3 * len(panels), 2.6))[1]
+    rows = [h for h in history if "objective/kl" in h]
+    checks = [h for h in history if "val/gold_reward" in h]
+    for ax, (key, (label, colour)) in zip(axes, panels.items()):
+        ax.plot([h["iteration"] for h in rows], [h[key] for h in rows], "o-", ms=3, color=colour, label="batch")
+        if key == "objective/gold" and checks:
+            ax.plot([h["iteration"] for h in checks], [h["val/gold_reward"] for h in checks], "s", ms=5,
+                    color="#333333", mfc="white", label="validation")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("iteration")
+        ax.set_title(label, fontsize=9)
+    axes[0].figure.suptitle(title, y=1.02)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+class LivePPOPlot:
+    """A :func:`helpers.ppo.train_ppo` callback that redraws :func:`plot_ppo_history` after every iteration.
+
+    In JupyterLab the figure updates in place while PPO trains. When the environment variable HELPERS_QUIET is set
+    (tests, nbval, ``make notebooks``) it only collects the rows, and :meth:`finish` draws the figure once, so an
+    executed notebook holds exactly one figure either way. Usage::
+
+        live = LivePPOPlot("PPO against the course reward model")
+        result = ppo.train_ppo(..., callback=live)
+        live.finish()
+    """
+
+    def __init__(self, title: str = "PPO, iteration by iteration", panels: dict = PPO_PANELS):
+        import os
+        self.title, self.panels, self.rows = title, panels, []
+        self.quiet = os.environ.get("HELPERS_QUIET", "") not in ("", "0")
+        self._handle = None
+
+    def _figure(self):
+        fig, axes = plt.subplots(1, len(self.panels), figsize=(3 * len(self.panels), 2.6))
+        plot_ppo_history(self.rows, self.title, axes, self.panels)
+        plt.close(fig)  # shown through display() only, never a second time by the inline backend
+        return fig
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.quiet or not any("objective/kl" in r for r in self.rows):
+            return
+        from IPython.display import display
+        if self._handle is None:
+            self._handle = display(self._figure(), display_id=True)
+        else:
+            self._handle.update(self._figure())
+
+    def finish(self):
+        """Draw the final figure (in place of the live one, if there was one); return it."""
+        from IPython.display import display
+        fig = self._figure()
+        if self._handle is not None:
+            self._handle.update(fig)
+        else:
+            display(fig)
+        return fig
+
+
+def plot_overoptimisation(history: list[dict], title: str = "Over-optimisation", axes=None):
+    """Proxy (reward-model score) and gold reward of each PPO batch, against the iteration and against the KL to
+    the reference; the gold reward's peak is marked. Two y axes per panel: the two rewards have different units."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(10, 3))[1]
+    rows = [h for h in history if "objective/kl" in h]
+    peak = max(rows, key=lambda h: h["objective/gold"])
+    for ax, key, xlabel in ((axes[0], "iteration", "iteration"), (axes[1], "objective/kl", "KL(π ‖ π_ref), nats")):
+        x = [h[key] for h in rows]
+        ax.plot(x, [h["objective/scores"] for h in rows], "o-", ms=3, color="#1f78b4", label="proxy: reward model")
+        ax.set_ylabel("reward-model score", color="#1f78b4")
+        twin = ax.twinx()
+        twin.plot(x, [h["objective/gold"] for h in rows], "s-", ms=3, color="#1b9e77", label="gold reward")
+        twin.plot(peak[key], peak["objective/gold"], "*", ms=14, color="#1b9e77", mec="black")
+        twin.set_ylabel("gold reward", color="#1b9e77")
+        ax.axvline(peak[key], color="#999999", ls=":", lw=1)
+        ax.set_xlabel(xlabel)
+        lines = ax.get_lines()[:1] + twin.get_lines()[:1]
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="lower right")
+    axes[0].set_title(f"gold peaks at iteration {peak['iteration']}", fontsize=10)
+    axes[1].set_title(f"... at KL {peak['objective/kl']:.1f} nats; the proxy keeps rising", fontsize=10)
+    axes[0].figure.suptitle(title, y=1.02)
+    axes[0].figure.tight_layout()
+    return axes

@@ -1,0 +1,548 @@
+"""Lesson 03's checks: GAE, advantage normalisation, PPO's clipped policy loss, the KL-penalised per-token reward,
+response log-probs for PPO (temperature, dropout), reading a reward-hacking history, and the conceptual questions on
+RLHF, the KL coefficient and the clip range. Tests: tests/test_checks_ppo.py.
+
+Per-token tensors are [B, L] in the rollout layout of :mod:`helpers.ppo`: one row per response, right padded, with
+``mask`` 1 on response tokens (``<eos>`` included). Every case puts garbage on the padding, so an answer that lets
+padding leak in shows it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .base import (ATOL_VALUE, QUESTIONS, Question, RTOL_VALUE, _call, _close, _fail, _first_match, _fmt,
+                   _inputs_unchanged, _tensor_result, check_choice)
+
+GARBAGE = 7.0  # what padding holds in the checks' inputs: it must never reach a result
+
+
+def _rows(lengths: list[int], seed: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two random [B, L] tensors and the prefix mask of ``lengths``; GARBAGE (and 3 GARBAGE) on padding."""
+    gen = torch.Generator().manual_seed(seed)
+    B, L = len(lengths), max(lengths)
+    mask = torch.zeros(B, L)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    a = (scale * torch.randn(B, L, generator=gen)).masked_fill(mask == 0, GARBAGE)
+    b = (scale * torch.randn(B, L, generator=gen)).masked_fill(mask == 0, 3 * GARBAGE)
+    return a, b, mask
+
+
+def _first(out, name: str, what: str, case: str):
+    """The learner may return the helper's tuple (tensor, extras): keep the first element."""
+    if isinstance(out, (tuple, list)):
+        if not out:
+            _fail(name, f"returns an empty {type(out).__name__}; expected {what}", f"case: {case}")
+        return out[0]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GAE
+
+def _gae64(rewards, values, mask, gamma, lam, *, use_mask=True, keep_padding=False, recursion=None):
+    """Reference GAE in float64 by the backward recursion (and the variants the check names); ``recursion``
+    replaces gamma * lam as the weight of A_{t+1}."""
+    r, v, m = rewards.double(), values.double(), mask.double()
+    if not use_mask:
+        m = torch.ones_like(m)
+    B, L = r.shape
+    adv = torch.zeros_like(r)
+    next_v, next_a = torch.zeros(B, dtype=r.dtype), torch.zeros(B, dtype=r.dtype)
+    for t in reversed(range(L)):
+        delta = r[:, t] + gamma * next_v - v[:, t]
+        weight = gamma * lam if recursion is None else recursion
+        adv[:, t] = (delta + weight * next_a) * m[:, t]
+        next_v, next_a = v[:, t] * m[:, t], adv[:, t]
+    if keep_padding or not use_mask:
+        return adv * mask.double(), (adv + v) * mask.double()
+    return adv, (adv + v) * m
+
+
+def check_gae(gae: Callable, hidden: bool = False) -> None:
+    """Check ``gae(rewards, values, mask, gamma, lam) -> (advantages, returns)``, each [B, L], 0 on padding:
+    delta_t = r_t + gamma V_{t+1} - V_t (V after the last real token is 0), A_t = delta_t + gamma lam A_{t+1},
+    returns = A + V. Within ``ATOL_VALUE`` + ``RTOL_VALUE`` * |expected|.
+
+    Known mistakes it names: padding leaking in (bootstrapping from the value of a padding position), lambda
+    ignored, gamma missing from the recursion, the one-step TD error only, a forward instead of a backward sum,
+    returns without V, advantages or returns not zero on padding.
+    """
+    name = "gae"
+    cases = [([5, 3, 1, 4], 1.0, 0.95, 0), ([4, 2, 4], 0.9, 0.8, 1), ([3, 6], 0.99, 0.0, 2)]
+    if hidden:
+        cases.append(([7, 1, 5, 2, 6], 0.95, 0.5, 3))
+    for lengths, gamma, lam, seed in cases:
+        rewards, values, mask = _rows(lengths, seed)
+        case = f"responses of {lengths} tokens, gamma {gamma}, lambda {lam} (padding holds {GARBAGE})"
+        args = (rewards.clone(), values.clone(), mask.clone())
+        out = _call(gae, name, *args, gamma, lam)
+        _inputs_unchanged(name, (rewards, values, mask), args, case)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            _fail(name, f"returns {type(out).__name__}; expected a tuple (advantages, returns)", f"case: {case}")
+        want_a, want_r = _gae64(rewards, values, mask, gamma, lam)
+        got_a = _tensor_result(out[0], name, rewards.shape, case)
+        got_r = _tensor_result(out[1], name, rewards.shape, case)
+        m = mask.double()
+        if not _close(got_a, want_a, ATOL_VALUE, RTOL_VALUE):
+            if _close(got_a * m, want_a, ATOL_VALUE, RTOL_VALUE):
+                _fail(name, "the advantages are not 0 on padding: multiply by the mask", f"case: {case}")
+            reversed_sum = torch.zeros_like(want_a)
+            td = (rewards.double() + gamma * torch.cat([values.double()[:, 1:] * m[:, 1:],
+                                                        torch.zeros(len(lengths), 1, dtype=torch.float64)], 1)
+                  - values.double()) * m
+            for t in range(rewards.shape[1]):
+                reversed_sum[:, t] = (td[:, t] + (gamma * lam * reversed_sum[:, t - 1] if t else 0)) * m[:, t]
+            variants = [
+                ("padding leaks in: the value after a response's last token must be 0 (the episode has ended), "
+                 "not V of the padding position; use the mask when you carry V_{t+1} and A_{t+1} backwards",
+                 _gae64(rewards, values, mask, gamma, lam, use_mask=False)[0]),
+                ("ignores lambda: that is lambda = 1 (discounted return minus V)",
+                 _gae64(rewards, values, mask, gamma, 1.0)[0]),
+                ("gamma is missing from the recursion: A_t = delta_t + gamma * lambda * A_{t+1}",
+                 _gae64(rewards, values, mask, gamma, lam, recursion=lam)[0] if gamma != 1.0 else None),
+                ("returns the one-step TD errors delta_t: that is lambda = 0; sum them backwards with weight "
+                 "(gamma lambda)^l", td),
+                ("sums forwards in time: A_t collects the TD errors *after* t, so loop t = L-1 down to 0",
+                 reversed_sum),
+            ]
+            mistake = _first_match(got_a, [(k, v) for k, v in variants if v is not None], ATOL_VALUE, RTOL_VALUE)
+            _fail(name, mistake or "the advantages differ from GAE's backward recursion",
+                  f"case: {case}: expected {_fmt(want_a)}, got {_fmt(got_a)}")
+        if not _close(got_r, want_r, ATOL_VALUE, RTOL_VALUE):
+            if _close(got_r, want_a, ATOL_VALUE, RTOL_VALUE):
+                _fail(name, "the returns equal the advantages: returns = advantages + values (the value model's "
+                            "target)", f"case: {case}")
+            if _close(got_r * m, want_r, ATOL_VALUE, RTOL_VALUE):
+                _fail(name, "the returns are not 0 on padding: multiply by the mask", f"case: {case}")
+            _fail(name, "the returns differ from advantages + values",
+                  f"case: {case}: expected {_fmt(want_r)}, got {_fmt(got_r)}")
+    print(f"gae passed {len(cases)} cases (tolerance {ATOL_VALUE} + {RTOL_VALUE} * |expected|)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# advantage normalisation
+
+def _whiten64(x, mask, unbiased=True, per_row=False, centre=True, scale=True, use_mask=True, zero_padding=True):
+    x, m = x.double(), mask.double()
+    if not use_mask:
+        m = torch.ones_like(m)
+    dims = dict(dim=-1, keepdim=True) if per_row else {}
+    n = m.sum(**dims)
+    mean = (x * m).sum(**dims) / n
+    var = ((x - mean) ** 2 * m).sum(**dims) / (n - 1 if unbiased else n)
+    out = x
+    if centre:
+        out = out - mean
+    if scale:
+        out = out / torch.sqrt(var + 1e-8)
+    return out * mask.double() if zero_padding else out
+
+
+def check_normalise_advantages(normalise: Callable, hidden: bool = False) -> None:
+    """Check ``normalise_advantages(advantages, mask) -> [B, L]``: subtract the mean and divide by the standard
+    deviation, both over the real tokens of the *whole batch*, and 0 on padding. The standard deviation may be the
+    unbiased (n - 1) or the plain (n) one; a small eps under the root is fine. Within 1e-4 + 1e-5 * |expected|.
+
+    Known mistakes it names: advantages not normalised at all, padding counted in the mean and spread, the mean
+    not removed, not divided by the spread, normalised per response instead of per batch, padding not zeroed.
+    """
+    name = "normalise_advantages"
+    cases = [([5, 3, 1, 4], 3.0, 10), ([6, 2, 5], 0.5, 11)] + ([([2, 7, 7, 3, 1], 4.0, 12)] if hidden else [])
+    for lengths, scale, seed in cases:
+        adv, _, mask = _rows(lengths, seed, scale)
+        adv = (adv + 2.0 * mask)  # a mean far from 0, and a spread far from 1
+        case = f"advantages of {lengths} real tokens per row, spread about {scale} (padding holds {GARBAGE})"
+        args = (adv.clone(), mask.clone())
+        got = _tensor_result(_call(normalise, name, *args), name, adv.shape, case)
+        _inputs_unchanged(name, (adv, mask), args, case)
+        if any(_close(got, _whiten64(adv, mask, unbiased=u), 1e-4, 1e-5) for u in (True, False)):
+            continue
+        variants = [("returns the advantages unchanged: advantages not normalised. Divide by their spread (and "
+                     "remove the mean), so that the step size does not depend on the reward's scale", adv * mask)]
+        for u in (True, False):
+            variants += [
+                ("counts the padding in the mean and spread: use only the entries where mask is 1",
+                 _whiten64(adv, mask, u, use_mask=False)),
+                ("does not remove the mean: half the tokens should be pushed up and half down",
+                 _whiten64(adv, mask, u, centre=False)),
+                ("does not divide by the standard deviation: the scale of the advantages then sets the step size",
+                 _whiten64(adv, mask, u, scale=False)),
+                ("normalises each response on its own: use the mean and spread of the whole batch (a one-token "
+                 "response has no spread, and a response that is better than the rest must stay better)",
+                 _whiten64(adv, mask, u, per_row=True)),
+            ]
+            variants.append(("does not zero the padding: multiply the result by the mask",
+                             _whiten64(adv, mask, u, zero_padding=False)))
+        mistake = _first_match(got, variants, 1e-4, 1e-5, want=_whiten64(adv, mask))
+        _fail(name, mistake or "the values differ from (A - mean) / std over the batch's real tokens",
+              f"case: {case}: expected {_fmt(_whiten64(adv, mask))}, got {_fmt(got)}")
+    print(f"normalise_advantages passed {len(cases)} cases (tolerance 1e-4 + 1e-5 * |expected|)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the clipped policy loss
+
+def _ppo_case(seed: int, eps: float):
+    """Log-probs whose ratios fall below, inside and above [1 - eps, 1 + eps], advantages of both signs."""
+    gen = torch.Generator().manual_seed(seed)
+    ratios = torch.tensor([[0.5, 0.85, 1.0, 1.1, 1.6], [0.6, 1.05, 1.5, 0.95, 1.3], [1.4, 0.7, 2.0, 1.0, 0.9]])
+    old = -3 * torch.rand(3, 5, generator=gen) - 0.1
+    logprobs = old + torch.log(ratios)
+    adv = torch.tensor([[1.0, -1.0, 0.5, -2.0, 1.5], [-1.5, 2.0, -0.7, 1.0, -1.0], [-1.0, 1.2, 0.8, -0.4, 2.0]])
+    mask = torch.tensor([[1.0] * 5, [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    logprobs = logprobs.masked_fill(mask == 0, -GARBAGE)
+    old = old.masked_fill(mask == 0, -2 * GARBAGE)
+    adv = adv.masked_fill(mask == 0, GARBAGE) + 0.01 * torch.randn(3, 5, generator=gen)
+    return logprobs, old, adv, mask
+
+
+def _ppo_loss64(lp, old, adv, mask, eps, kind="right"):
+    """Value of the loss (float64) for the right formula and the variants the check names."""
+    lp, old, adv, m = lp.double(), old.double(), adv.double(), mask.double()
+    ratio = torch.exp(lp - old)
+    unclipped, clipped = -adv * ratio, -adv * ratio.clamp(1 - eps, 1 + eps)
+    if kind == "padding":
+        return torch.maximum(unclipped, clipped).mean()
+    per = {"right": torch.maximum(unclipped, clipped), "swapped": torch.minimum(unclipped, clipped),
+           "no_clip": unclipped, "clip_only": clipped,
+           "clip_loss": -torch.minimum(adv * ratio, (adv * ratio).clamp(1 - eps, 1 + eps)),
+           "sign": -torch.maximum(unclipped, clipped),
+           "no_exp": torch.maximum(-adv * (lp - old), -adv * (lp - old).clamp(1 - eps, 1 + eps))}[kind]
+    return (per * m).sum() / m.sum()
+
+
+def check_clipped_policy_loss(loss_fn: Callable, hidden: bool = False) -> None:
+    """Check ``clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_range) -> loss`` (a scalar; a
+    tuple whose first element is the loss is accepted): the mean over real tokens of
+    max(-A r, -A clip(r, 1 - eps, 1 + eps)) with r = exp(logprobs - old_logprobs). The value must match within
+    ``ATOL_VALUE``, and so must its gradient with respect to ``logprobs``: -A r / n inside the clip range or when
+    the ratio moved the wrong way, 0 where the clip holds.
+
+    Known mistakes it names: min and max swapped, clipping the loss (or the product) instead of the ratio, no
+    clipping, clipped on both sides (no max), the sign flipped, the log-ratio used as the ratio, padding counted,
+    and a right value with the wrong gradient outside the clip range.
+    """
+    name = "clipped_policy_loss"
+    settings = [(0.2, 20), (0.3, 21)] + ([(0.1, 22)] if hidden else [])
+    for eps, seed in settings:
+        lp, old, adv, mask = _ppo_case(seed, eps)
+        case = f"ratios {_fmt(torch.exp(lp - old)[mask.bool()])}, clip range {eps}, padded rows"
+        lp_in = lp.clone().requires_grad_(True)
+        args = (lp_in, old.clone(), adv.clone(), mask.clone())
+        out = _first(_call(loss_fn, name, *args, eps), name, "the loss", case)
+        if type(out) is not torch.Tensor or out.dim() != 0:
+            _fail(name, "should return the loss as a scalar tensor (the mean over real tokens)", f"case: {case}")
+        want = _ppo_loss64(lp, old, adv, mask, eps)
+        if not _close(out.detach().double(), want, ATOL_VALUE, RTOL_VALUE):
+            variants = [
+                ("min and max are swapped: the loss takes the max of -A r and -A clip(r) (the min of the "
+                 "objectives), the pessimistic choice; with the min the clip never stops anything",
+                 _ppo_loss64(lp, old, adv, mask, eps, "swapped")),
+                ("clips the loss (A r) instead of the ratio: clip r to [1 - eps, 1 + eps], then multiply by A",
+                 _ppo_loss64(lp, old, adv, mask, eps, "clip_loss")),
+                ("does not clip at all: that is the plain policy-gradient surrogate -A r",
+                 _ppo_loss64(lp, old, adv, mask, eps, "no_clip")),
+                ("uses only the clipped term: without the max, a ratio that moved the wrong way is clipped too and "
+                 "never corrected", _ppo_loss64(lp, old, adv, mask, eps, "clip_only")),
+                ("has the sign flipped: the loss is the negative of the objective (minimise -A r)",
+                 _ppo_loss64(lp, old, adv, mask, eps, "sign")),
+                ("uses the log-ratio as the ratio: r = exp(logprobs - old_logprobs)",
+                 _ppo_loss64(lp, old, adv, mask, eps, "no_exp")),
+                ("counts the padding: average over the entries where mask is 1",
+                 _ppo_loss64(lp, old, adv, mask, eps, "padding")),
+            ]
+            got = out.detach().double().reshape(1)
+            mistake = _first_match(got, [(k, v.reshape(1)) for k, v in variants], ATOL_VALUE, RTOL_VALUE)
+            _fail(name, mistake or "the loss differs from the mean of max(-A r, -A clip(r, 1-eps, 1+eps))",
+                  f"case: {case}: expected {_fmt(want)}, got {_fmt(out)}")
+        if not out.requires_grad:
+            _fail(name, "the loss carries no gradient: compute it from logprobs without .detach() or torch.no_grad()",
+                  f"case: {case}")
+        (grad,) = torch.autograd.grad(out, lp_in)
+        ratio = torch.exp(lp - old).double()
+        a, m = adv.double(), mask.double()
+        held = ((a > 0) & (ratio > 1 + eps)) | ((a < 0) & (ratio < 1 - eps))
+        want_grad = torch.where(held, torch.zeros_like(a), -a * ratio) * m / m.sum()
+        if not _close(grad.double(), want_grad, 1e-5, 1e-4):
+            wrong = ((grad.double() - want_grad).abs() > 1e-5) & mask.bool()
+            where = "outside" if bool((wrong & ((ratio > 1 + eps) | (ratio < 1 - eps))).any()) else "inside"
+            _fail(name, f"the value is right but the gradient is wrong {where} the clip range: a token whose ratio "
+                        f"moved past the clip in the direction its advantage favours gets 0 gradient, every other "
+                        f"token -A r / n (clip the ratio with torch.clamp and take torch.maximum; do not detach or "
+                        f"replace values by hand)",
+                  f"case: {case}: expected gradient {_fmt(want_grad)}, got {_fmt(grad)}")
+    print(f"clipped_policy_loss passed {len(settings)} cases, value and gradient (tolerance {ATOL_VALUE})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the KL-penalised per-token reward
+
+def _rewards64(lp, ref, scores, mask, beta, kind="right"):
+    lp, ref, s, m = lp.double(), ref.double(), scores.double(), mask.double()
+    B, L = m.shape
+    last = (m * torch.arange(1, L + 1, dtype=m.dtype)).argmax(-1)
+    kl = (lp - ref) * m
+    sign = -1.0 if kind != "kl_sign" else 1.0
+    out = sign * (1.0 if kind != "no_beta" else 1.0 / beta) * beta * kl
+    if kind == "kl_padding":
+        out = -beta * (lp - ref)
+    if kind == "beta_on_score":
+        s = beta * s
+    if kind == "last_column":
+        out[:, -1] += s
+    elif kind == "every_token":
+        out = out + s[:, None] * m
+    elif kind == "first_token":
+        out[:, 0] += s
+    else:
+        out[torch.arange(B), last] += s
+    return out
+
+
+def check_kl_penalised_rewards(rewards_fn: Callable, hidden: bool = False) -> None:
+    """Check ``kl_penalised_rewards(logprobs, ref_logprobs, scores, mask, beta) -> rewards [B, L]`` (a tuple whose
+    first element is the rewards is accepted): r_t = -beta (logprobs_t - ref_logprobs_t) on every real token, plus
+    the score on the last real token (the ``<eos>``), 0 on padding. Within ``ATOL_VALUE`` + ``RTOL_VALUE`` *
+    |expected|.
+
+    Known mistakes it names: the KL sign flipped, the score read into the last column (padding) instead of the
+    ``<eos>``, the score on every token or on the first, beta applied to the score, beta missing, a KL penalty
+    on padding.
+    """
+    name = "kl_penalised_rewards"
+    cases = [([5, 3, 1, 4], 0.1, 30), ([2, 6, 6], 0.5, 31)] + ([([4, 1, 7, 3], 0.05, 32)] if hidden else [])
+    for lengths, beta, seed in cases:
+        lp, ref, mask = _rows(lengths, seed)
+        lp, ref = -lp.abs() - 0.1, -ref.abs() - 0.1          # log-probs are negative (padding: -GARBAGE - 0.1)
+        scores = 2 * torch.randn(len(lengths), generator=torch.Generator().manual_seed(seed)) + 1
+        case = f"responses of {lengths} tokens (the last one is <eos>), beta {beta}, scores {_fmt(scores)}"
+        args = (lp.clone(), ref.clone(), scores.clone(), mask.clone())
+        out = _first(_call(rewards_fn, name, *args, beta), name, "the rewards", case)
+        _inputs_unchanged(name, (lp, ref, scores, mask), args, case)
+        got = _tensor_result(out, name, lp.shape, case)
+        want = _rewards64(lp, ref, scores, mask, beta)
+        if _close(got, want, ATOL_VALUE, RTOL_VALUE):
+            continue
+        variants = [
+            ("the KL sign is flipped: the penalty is -beta * (log pi - log pi_ref), so tokens the policy likes more "
+             "than the reference does cost reward", _rewards64(lp, ref, scores, mask, beta, "kl_sign")),
+            ("the score is read at the wrong token: it goes on each response's last *real* token (its <eos>), not "
+             "into the last column, which is padding for shorter responses",
+             _rewards64(lp, ref, scores, mask, beta, "last_column")),
+            ("adds the score to every token: it is paid once, at the end of the episode",
+             _rewards64(lp, ref, scores, mask, beta, "every_token")),
+            ("puts the score on the first token: it is paid at the end of the episode (the <eos>)",
+             _rewards64(lp, ref, scores, mask, beta, "first_token")),
+            ("multiplies the score by beta: beta weighs the KL penalty only",
+             _rewards64(lp, ref, scores, mask, beta, "beta_on_score")),
+            ("beta is missing from the KL penalty", _rewards64(lp, ref, scores, mask, beta, "no_beta")),
+            ("puts a KL penalty on padding: multiply the log-ratio by the mask",
+             _rewards64(lp, ref, scores, mask, beta, "kl_padding")),
+        ]
+        mistake = _first_match(got, variants, ATOL_VALUE, RTOL_VALUE)
+        _fail(name, mistake or "the rewards differ from -beta * KL per token plus the score at <eos>",
+              f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
+    print(f"kl_penalised_rewards passed {len(cases)} cases (tolerance {ATOL_VALUE} + {RTOL_VALUE} * |expected|)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# response log-probs: temperature and dropout
+
+def _logprob_setup(seed: int, dropout: float = 0.3):
+    """A tiny model with dropout, in train mode (as it comes out of training code), and a rollout-layout batch."""
+    import dataclasses
+    from ..checkpoint import default_config
+    from ..model import LanguageModel
+    torch.manual_seed(seed)
+    model = LanguageModel(dataclasses.replace(default_config(), n_layer=1, n_embd=32, n_head=2, dropout=dropout))
+    gen = torch.Generator().manual_seed(seed)
+    P, L, B = 4, 5, 3
+    ids = torch.randint(4, model.cfg.vocab_size, (B, P + L), generator=gen)
+    attn = torch.ones(B, P + L, dtype=torch.long)
+    attn[0, :1] = 0            # left-padded prompt
+    attn[2, P + 3:] = 0        # right-padded response
+    ids = ids.masked_fill(attn == 0, model.cfg.pad_id)
+    return model.train(), ids, attn, P
+
+
+def _logprobs64(model, ids, attn, P, temperature, shift=True):
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids, attn).double()
+    model.train(was)
+    logits = (logits[:, P - 1:-1] if shift else logits[:, P:]) / temperature
+    return torch.log_softmax(logits, -1).gather(2, ids[:, P:, None]).squeeze(2)
+
+
+def check_response_logprobs(logprobs_fn: Callable, hidden: bool = False) -> None:
+    """Check ``response_logprobs(model, input_ids, attention_mask, context, temperature) -> [B, L]``: the log-prob
+    of each response token (columns ``context`` onwards) under ``model`` with its logits divided by
+    ``temperature``, computed with dropout off, so that the PPO ratio is exactly 1 before the first update. The
+    model arrives in train mode with dropout 0.3. Within 1e-4 on real tokens (padding is not compared).
+
+    Known mistakes it names: dropout left on (two calls differ: the ratio is not 1 at the start), the temperature
+    missing when scoring (or multiplied), no shift to the next token, raw logits instead of log-softmax.
+    """
+    name = "response_logprobs"
+    settings = [(0.7, 40), (1.5, 41)] + ([(0.5, 42)] if hidden else [])
+    for temperature, seed in settings:
+        model, ids, attn, P = _logprob_setup(seed)
+        case = f"a tiny model with dropout 0.3 in train mode, prompts of {P} columns, temperature {temperature}"
+        out = _first(_call(logprobs_fn, name, model, ids.clone(), attn.clone(), P, temperature), name,
+                     "the log-probs", case)
+        got = _tensor_result(out, name, torch.Size([ids.shape[0], ids.shape[1] - P]), case)
+        again = _first(_call(logprobs_fn, name, model.train(), ids.clone(), attn.clone(), P, temperature), name,
+                       "the log-probs", case)
+        real = attn[:, P:].bool()
+        want = _logprobs64(model, ids, attn, P, temperature)
+        if not torch.allclose(got[real], again.detach().double()[real], atol=1e-6):
+            _fail(name, "dropout is left on: two calls on the same batch give different log-probs, so the PPO ratio "
+                        "pi / pi_old is not 1 at the start. Call model.eval() (train_ppo keeps the policy in eval "
+                        "mode throughout)", f"case: {case}")
+        if _close(got[real], want[real], 1e-4):
+            continue
+        raw = _logprobs64(model, ids, attn, P, 1.0)
+        with torch.no_grad():
+            logits = model.eval()(ids, attn).double()[:, P - 1:-1] / temperature
+        variants = [
+            ("the temperature is missing when scoring: the sampler divided the logits by it, so the log-probs "
+             "you train on must too (otherwise the ratio is not 1 and the KL is wrong)", raw[real]),
+            ("multiplies the logits by the temperature: divide them by it",
+             _logprobs64(model, ids, attn, P, 1.0 / temperature)[real]),
+            ("does not shift: the logits at column t predict the token at column t + 1, so response tokens start "
+             "at logits[:, context - 1]", _logprobs64(model, ids, attn, P, temperature, shift=False)[real]),
+            ("uses the raw logits: take log_softmax over the vocabulary",
+             logits.gather(2, ids[:, P:, None]).squeeze(2)[real]),
+        ]
+        mistake = _first_match(got[real], variants, 1e-4)
+        _fail(name, mistake or "the log-probs differ from log_softmax(logits / temperature) at the response tokens",
+              f"case: {case}: expected {_fmt(want[real])}, got {_fmt(got[real])}")
+    print(f"response_logprobs passed {len(settings)} cases (tolerance 1e-4)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading a reward-hacking history
+
+def _history(gold: list[float], proxy: list[float], kl: list[float], with_eval_row: bool = True) -> list[dict]:
+    rows = [{"iteration": 0, "val/gold_reward": -0.4, "val/kl": 0.0}] if with_eval_row else []
+    for i, (g, p, k) in enumerate(zip(gold, proxy, kl), start=1):
+        rows.append({"iteration": i, "objective/gold": g, "objective/scores": p, "objective/kl": k})
+    return rows
+
+
+def check_gold_peak(gold_peak: Callable, hidden: bool = False) -> None:
+    """Check ``gold_peak(history) -> (iteration, kl)``: among the rows of a :func:`helpers.ppo.train_ppo` history
+    that hold ``objective/gold`` (rows of validation checks alone do not), the iteration where the gold reward of
+    the batch is highest, and the batch KL (``objective/kl``) of that row. Exact for the iteration, 1e-9 for KL.
+
+    Known mistakes it names: the proxy's (reward model's) peak instead of gold's, the last iteration, the position
+    in the list instead of the iteration number, the KL of another row, the lowest gold instead of the highest.
+    """
+    name = "gold_peak"
+    cases = [("proxy peaks at iteration 5, gold at iteration 4",
+              _history([-0.3, 0.0, 0.3, 0.45, 0.2, -0.1], [-0.5, 0.1, 0.6, 0.9, 1.4, 1.2],
+                       [0.0, 0.4, 1.1, 1.9, 3.2, 4.8])),
+             ("gold peaks at iteration 2, the lowest gold is the first",
+              _history([-0.6, 0.5, 0.1, -0.2, 0.0], [0.0, 0.3, 0.5, 0.7, 0.9], [0.0, 0.8, 1.6, 2.5, 2.9]))]
+    if hidden:
+        cases.append(("no evaluation row, gold peaks at iteration 3",
+                      _history([0.1, 0.2, 0.4, 0.3], [0.0, 0.5, 0.6, 0.8], [0.1, 0.5, 1.5, 2.0], False)))
+    for case, history in cases:
+        out = _call(gold_peak, name, [dict(r) for r in history])
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            _fail(name, f"returns {out!r}; expected a tuple (iteration, kl)", f"case: {case}")
+        iteration, kl = out
+        rows = [r for r in history if "objective/gold" in r]
+        best = max(rows, key=lambda r: r["objective/gold"])
+        if iteration == best["iteration"] and isinstance(kl, (int, float)) and abs(kl - best["objective/kl"]) < 1e-9:
+            continue
+        if iteration == best["iteration"]:
+            _fail(name, "the iteration is right but the KL is not the one of that row (objective/kl)",
+                  f"case: {case}: expected {best['objective/kl']}, got {kl!r}")
+        by_proxy = max(rows, key=lambda r: r["objective/scores"])
+        worst = min(rows, key=lambda r: r["objective/gold"])
+        if iteration == by_proxy["iteration"] and by_proxy is not best:
+            _fail(name, "finds the peak of the proxy (objective/scores, the reward model's score): over-optimisation "
+                        "is where the *gold* reward peaks while the proxy keeps rising", f"case: {case}")
+        if iteration == worst["iteration"]:
+            _fail(name, "finds the lowest gold reward: use max, not min", f"case: {case}")
+        if iteration == history.index(best) or iteration == rows.index(best):
+            _fail(name, "returns the position in the list, not the row's 'iteration'", f"case: {case}")
+        if iteration == rows[-1]["iteration"]:
+            _fail(name, "returns the last iteration: find the row where objective/gold is highest",
+                  f"case: {case}")
+        _fail(name, "wrong iteration", f"case: {case}: expected {best['iteration']}, got {iteration!r}")
+    print(f"gold_peak passed {len(cases)} cases (exact)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# conceptual questions (keys distinct from lesson 01's beta_too_low / beta_too_high)
+
+QUESTIONS.update({
+    "ppo_models_trained": Question(
+        "which of RLHF's four models PPO trains",
+        answer="B",
+        why_not=({
+            "A": "the reference must stay frozen: it is what the KL penalty measures the policy against; a reference "
+                 "that moves with the policy makes the penalty 0 and removes the anchor",
+            "C": "the reward model stays frozen during PPO: a reward model trained on the policy's own samples with "
+                 "no new labels would learn nothing true, and the policy could push it wherever it liked",
+            "D": "the value model is trained too: it must predict the returns of the current policy, which change "
+                 "as the policy does",
+        },),
+    ),
+    "ppo_kl_coefficient_low": Question(
+        "the KL coefficient too low in a PPO run",
+        answer="C",
+        why_not=({
+            "A": "a larger clip range lets each update move further: it adds to the drift instead of stopping it",
+            "B": "more iterations follow the proxy further: the gold reward is already falling",
+            "D": "a reward model cannot tell you it is wrong: its score is the very curve that keeps rising",
+        },),
+    ),
+    "ppo_kl_coefficient_high": Question(
+        "the KL coefficient too high in a PPO run",
+        answer="A",
+        why_not=({
+            "B": "the clip limits one update; here every update is small because the penalty pays the policy to "
+                 "stay at the reference, and a smaller clip would slow it further",
+            "C": "the reward model is not the problem: its score would rise if the policy were allowed to move",
+            "D": "a value model error makes advantages noisy, but it does not pin the KL near 0 while the score "
+                 "stays flat",
+        },),
+    ),
+    "ppo_clip_range": Question(
+        "reading runs with two clip ranges",
+        answer="D",
+        why_not=({
+            "A": "the clip fraction of the large-clip run is 0 because nothing is ever clipped, not because the "
+                 "policy stayed close: its approx-KL per update is many times the other run's",
+            "B": "both runs share everything but the clip range, the learning rate included",
+            "C": "the KL penalty is the same in both runs; what differs is how far one batch may push the policy",
+        },),
+    ),
+})
+
+
+def check_ppo_models_trained(answer) -> None:
+    """Exercise: which models PPO updates (one letter)."""
+    check_choice("ppo_models_trained", answer)
+
+
+def check_ppo_kl_coefficient_low(answer) -> None:
+    """Exercise: diagnosing a KL coefficient that is too low from a run's curves (one letter)."""
+    check_choice("ppo_kl_coefficient_low", answer)
+
+
+def check_ppo_kl_coefficient_high(answer) -> None:
+    """Exercise: diagnosing a KL coefficient that is too high from a run's curves (one letter)."""
+    check_choice("ppo_kl_coefficient_high", answer)
+
+
+def check_ppo_clip_range(answer) -> None:
+    """Exercise: diagnosing a clip range that is too large from two short runs (one letter)."""
+    check_choice("ppo_clip_range", answer)
