@@ -288,11 +288,14 @@ class LivePPOPlot:
 
 def plot_overoptimisation(history: list[dict], title: str = "Over-optimisation", axes=None):
     """Proxy (reward-model score) and gold reward of each PPO batch, against the iteration and against the KL to
-    the reference; the gold reward's peak is marked. Two y axes per panel: the two rewards have different units."""
+    the reference (points joined in order of KL); the gold reward's peak is marked. Two y axes per panel: the two
+    rewards have different units."""
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(10, 3))[1]
     rows = [h for h in history if "objective/kl" in h]
     peak = max(rows, key=lambda h: h["objective/gold"])
-    for ax, key, xlabel in ((axes[0], "iteration", "iteration"), (axes[1], "objective/kl", "KL(π ‖ π_ref), nats")):
+    by_kl = sorted(rows, key=lambda h: h["objective/kl"])   # the batch KL is noisy: against KL, draw in its order
+    for ax, key, xlabel, rows in ((axes[0], "iteration", "iteration", rows),
+                                  (axes[1], "objective/kl", "KL(π ‖ π_ref), nats", by_kl)):
         x = [h[key] for h in rows]
         ax.plot(x, [h["objective/scores"] for h in rows], "o-", ms=3, color="#1f78b4", label="proxy: reward model")
         ax.set_ylabel("reward-model score", color="#1f78b4")
