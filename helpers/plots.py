@@ -275,15 +275,14 @@ class LivePPOPlot:
         else:
             self._handle.update(self._figure())
 
-    def finish(self):
-        """Draw the final figure (in place of the live one, if there was one); return it."""
+    def finish(self) -> None:
+        """Draw the final figure (in place of the live one, if there was one); it stays in ``self.figure``."""
         from IPython.display import display
-        fig = self._figure()
+        self.figure = self._figure()
         if self._handle is not None:
-            self._handle.update(fig)
+            self._handle.update(self.figure)
         else:
-            display(fig)
-        return fig
+            display(self.figure)
 
 
 def plot_overoptimisation(history: list[dict], title: str = "Over-optimisation", axes=None):
