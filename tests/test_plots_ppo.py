@@ -9,7 +9,8 @@ import pytest  # noqa: E402
 from helpers import plots  # noqa: E402
 
 HISTORY = [{"iteration": 0, "val/gold_reward": -0.3}] + [
-    {"iteration": i, "objective/kl": kl, "objective/scores": score, "objective/gold": gold, "objective/entropy": 3 - i / 4}
+    {"iteration": i, "objective/kl": kl, "objective/scores": score, "objective/gold": gold,
+     "objective/entropy": 3 - i / 4}
     for i, (kl, score, gold) in enumerate([(0.0, -0.4, -0.3), (1.0, 0.2, 0.1), (2.5, 0.8, 0.3), (2.0, 1.0, 0.0),
                                            (4.0, 1.2, -0.5)], start=1)]
 
