@@ -73,7 +73,7 @@ clean:
 	rm -rf $(VENV) bench.json
 
 # exercise notebooks are generated, never edited: solutions/NN-topic-solutions.ipynb is the one source
-# (helpers/exercises.py); `make notebooks` re-executes the lessons and the solutions in place (nbclient, fresh
+# (helpers/assignments/exercises.py); `make notebooks` re-executes the lessons and the solutions in place (nbclient, fresh
 # kernels, progress bars off), then regenerates the exercise notebooks from the fresh solutions
 .PHONY: exercises notebooks
 

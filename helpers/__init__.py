@@ -1,5 +1,8 @@
 """The course's helpers: the tiny world, the model, and (lesson by lesson) the alignment algorithms.
 
+The layout (README, "Layout"): the world and the model at the bottom, the algorithms the lessons teach above them,
+the course machinery (:mod:`helpers.assignments`) and the measurements (:mod:`helpers.bench`) on top.
+
 Notebooks start with ``helpers.require("X.Y")`` so that a notebook and an older installed package cannot drift
 apart silently.
 """
@@ -19,6 +22,15 @@ def require(version: str) -> None:
 
 
 def load_reference():
-    """The course's reference model pi_ref (see :func:`helpers.checkpoint.load_reference`)."""
-    from .checkpoint import load_reference as _load
+    """The course's reference model pi_ref (see :func:`helpers.pretrain.load_reference`)."""
+    from .pretrain import load_reference as _load
     return _load()
+
+
+def __getattr__(name: str):
+    """``from helpers import checks``: the exercise checks (:mod:`helpers.assignments.checks`), imported on first use
+    so that ``import helpers`` stays light."""
+    if name == "checks":
+        from .assignments import checks
+        return checks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

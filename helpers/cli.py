@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "pretrain":
         from dataclasses import replace
 
-        from .checkpoint import REFERENCE_PATH, PretrainConfig, pretrain
+        from .pretrain import REFERENCE_PATH, PretrainConfig, pretrain
         cfg = PretrainConfig() if args.steps is None else replace(PretrainConfig(), steps=args.steps)
         path = args.out or REFERENCE_PATH
         pretrain(cfg, path)
@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "exercises":
         _exercises(args.check, args.execute)
     elif args.command == "grade":
-        from .grading import grade_folder
+        from .assignments.grading import grade_folder
         grade_folder(args.folder, args.out, args.timeout, args.workers, args.solutions, args.assignment)
 
 
 def _exercises(check: bool, execute: bool) -> None:
     import sys
 
-    from . import exercises as ex
+    from .assignments import exercises as ex
     if execute:
         for path in ex.lesson_notebooks() + ex.solution_notebooks():
             print(f"executing {path.relative_to(ex.ROOT)}", flush=True)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from . import world
-from .checkpoint import load_reference
 from .early_stopping import EarlyStopping
 from .model import LanguageModel, sequence_logprobs
+from .pretrain import load_reference
 from .progress import progress
 from .tokenizer import Batch, Tokenizer, collate_preferences
 
@@ -353,7 +353,7 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
         train_pairs, val_pairs: PreferencePair rows; validation decides when to stop, never the test split.
         cfg: see :class:`DPOConfig`.
         policy: the starting policy (default: a deep copy of ``reference``); it is trained in place.
-        reference: pi_ref (default: :func:`helpers.checkpoint.load_reference`); frozen here.
+        reference: pi_ref (default: :func:`helpers.pretrain.load_reference`); frozen here.
         loss: any loss with :func:`dpo_loss`'s signature ``(pc, pr, rc, rr, beta) -> (losses, chosen_rewards,
             rejected_rewards)``: ``dpo_loss``, ``ipo_loss``, or ``functools.partial(cdpo_loss,
             label_smoothing=0.1)``.

@@ -10,39 +10,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from . import world
-from .model import LanguageModel, sequence_logprobs
-from .tokenizer import Tokenizer, pad_sequences
+from .model import LanguageModel
+from .sampling import Samples, sample_responses, sequence_kl  # noqa: F401  (lessons use evaluate.sample_responses)
 
 PROTOCOL_SEED = 20261128
 PROTOCOL_SPLIT = "test"
 PROTOCOL_TEMPERATURE = 1.0
-
-
-@dataclass
-class Samples:
-    """Responses sampled for a list of prompts, with what evaluation needs to know about them."""
-    prompts: list[world.Prompt]
-    texts: list[str]                 # decoded responses, without <eos>
-    ended: list[bool]                # did the response end with <eos>?
-    prompt_ids: list[list[int]]
-    response_ids: list[list[int]]    # including the <eos> when there is one
-
-
-def sample_responses(model: LanguageModel, prompts: list[world.Prompt], temperature: float = 1.0,
-                     seed: int = 0, top_k: int | None = None, tokenizer: Tokenizer | None = None) -> Samples:
-    """Sample one response per prompt (a seeded generator makes it reproducible)."""
-    tok = tokenizer or Tokenizer()
-    prompt_ids = [tok.encode_prompt(p.text) for p in prompts]
-    gen = model.generate(prompt_ids, temperature=temperature, top_k=top_k,
-                         generator=torch.Generator().manual_seed(seed))
-    ended = [len(r) > 0 and r[-1] == tok.eos_id for r in gen.responses]
-    texts = [tok.decode(r) for r in gen.responses]
-    # a response that never ended is not a known behaviour, whatever its words say
-    texts = [t if e else t + " ..." for t, e in zip(texts, ended)]
-    return Samples(list(prompts), texts, ended, prompt_ids, gen.responses)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -159,18 +133,6 @@ def score_samples(samples: Samples) -> Scorecard:
     )
 
 
-@torch.no_grad()
-def sequence_kl(policy: LanguageModel, other: LanguageModel, samples: Samples, temperature: float = 1.0) -> float:
-    """KL(policy || other) at the sequence level: the mean over the policy's samples of
-    log pi(y|x) - log pi_other(y|x) (the k1 estimator; unbiased, noisy per sample)."""
-    batch = pad_sequences(samples.prompt_ids, samples.response_ids, policy.cfg.pad_id)
-    logp = sequence_logprobs(policy(batch.input_ids, batch.attention_mask) / temperature, batch.input_ids,
-                             batch.response_mask)
-    logq = sequence_logprobs(other(batch.input_ids, batch.attention_mask) / temperature, batch.input_ids,
-                             batch.response_mask)
-    return float((logp - logq).mean())
-
-
 def win_rate(samples: Samples, other: Samples) -> float:
     """Fraction of prompts where ``samples`` beats ``other`` on gold reward; ties count half."""
     if [p.text for p in samples.prompts] != [p.text for p in other.prompts]:
@@ -206,7 +168,7 @@ def scorecard(policy: LanguageModel, reference: LanguageModel | None = None,
 
 def evaluate_checkpoint(path: Path | None = None, against: Path | None = None) -> Scorecard:
     """Print the scorecard of a checkpoint (default: the reference model); CLI ``python -m helpers evaluate``."""
-    from .checkpoint import REFERENCE_PATH, load_reference
+    from .pretrain import REFERENCE_PATH, load_reference
     policy = load_reference(path or REFERENCE_PATH)
     other = None
     if path is not None or against is not None:

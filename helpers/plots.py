@@ -223,7 +223,7 @@ PPO_PANELS = {
 
 def plot_ppo_history(history: list[dict], title: str = "PPO, iteration by iteration", axes=None,
                      panels: dict = PPO_PANELS):
-    """One panel per metric of a :func:`helpers.ppo.train_ppo` history against the iteration; the gold panel also
+    """One panel per metric of a :func:`helpers.rlhf.train_ppo` history against the iteration; the gold panel also
     shows the validation checks (``val/gold_reward``) as squares."""
     axes = axes if axes is not None else plt.subplots(1, len(panels), figsize=(3 * len(panels), 2.6))[1]
     rows = [h for h in history if "objective/kl" in h]
@@ -242,14 +242,14 @@ def plot_ppo_history(history: list[dict], title: str = "PPO, iteration by iterat
 
 
 class LivePPOPlot:
-    """A :func:`helpers.ppo.train_ppo` callback that redraws :func:`plot_ppo_history` after every iteration.
+    """A :func:`helpers.rlhf.train_ppo` callback that redraws :func:`plot_ppo_history` after every iteration.
 
     In JupyterLab the figure updates in place while PPO trains. When the environment variable HELPERS_QUIET is set
     (tests, nbval, ``make notebooks``) it only collects the rows, and :meth:`finish` draws the figure once, so an
     executed notebook holds exactly one figure either way. Usage::
 
         live = LivePPOPlot("PPO against the course reward model")
-        result = ppo.train_ppo(..., callback=live)
+        result = rlhf.train_ppo(..., callback=live)
         live.finish()
     """
 

@@ -22,11 +22,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import world
-from .checkpoint import ARTIFACTS, load, load_reference, save
+from .checkpoint import ARTIFACTS, load, save
 from .early_stopping import EarlyStopping
-from .evaluate import Samples, sample_responses
 from .model import LanguageModel, ModelConfig, ScalarModel, Transformer, token_logprobs
+from .pretrain import load_reference
 from .progress import progress
+from .sampling import Samples, sample_responses
 from .tokenizer import Tokenizer, collate_preferences, encode_pairs, pad_sequences
 
 PREFERENCES_PATH = ARTIFACTS / "preferences.jsonl"

@@ -15,8 +15,8 @@ import copy
 from dataclasses import dataclass
 
 from . import world
-from .checkpoint import PretrainConfig, train_language_model
 from .model import LanguageModel
+from .pretrain import PretrainConfig, train_language_model
 from .tokenizer import Tokenizer
 
 

@@ -7,11 +7,11 @@ import pickle
 import pytest
 import torch
 
-from helpers import checkpoint
-from helpers.checkpoint import default_config, load, load_reference, save
+from helpers import pretrain
+from helpers.checkpoint import default_config, load, save
 from helpers.model import LanguageModel, ModelConfig, ScalarModel
+from helpers.pretrain import load_reference
 from helpers.tokenizer import Tokenizer
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -133,11 +133,11 @@ def test_load_reference_gives_the_committed_model_in_eval_mode():
     assert not model.training
     assert model.cfg == default_config()
     assert all(not m.training for m in model.modules())
-    assert checkpoint.REFERENCE_PATH.stat().st_size < 5 * 2 ** 20   # small enough to commit
+    assert pretrain.REFERENCE_PATH.stat().st_size < 5 * 2 ** 20   # small enough to commit
 
 
 def test_scalar_from_reference_starts_from_the_reference_transformer():
     reference = load_reference()
-    model = checkpoint.scalar_from_reference()
+    model = pretrain.scalar_from_reference()
     assert isinstance(model, ScalarModel)
     assert same_weights(model.transformer, reference.transformer)

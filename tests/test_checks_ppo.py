@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import checks, ppo
+from helpers import checks, ppo, rlhf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -183,7 +183,7 @@ def _logprobs_variant(kind):
 
 
 def test_check_response_logprobs_passes_the_course_function_in_eval_mode():
-    course = lambda model, *args: ppo.response_logprobs(model.eval(), *args)  # noqa: E731
+    course = lambda model, *args: rlhf.response_logprobs(model.eval(), *args)  # noqa: E731
     checks.check_response_logprobs(course)
     checks.check_response_logprobs(course, hidden=True)
     checks.check_response_logprobs(_logprobs_variant("right"))

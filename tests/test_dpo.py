@@ -389,8 +389,8 @@ def test_train_dpo_logs_what_on_eval_returns_at_step_0_and_every_check():
 
 def test_bench_dpo_is_registered_and_its_tabular_figures_meet_the_target():
     from helpers import bench
-    from helpers.bench_dpo import bench_dpo, tabular_figures
-    from helpers.checkpoint import load_reference
+    from helpers.bench.dpo import bench_dpo, tabular_figures
+    from helpers.pretrain import load_reference
     assert bench_dpo in bench.SECTIONS
     figures = tabular_figures(load_reference(), beta=0.5, pairs_per_prompt=11, split="validation")
     assert figures["tabular_gain_fraction"] >= 0.99                       # issue 6: exact loss, >= 99 % of the gain

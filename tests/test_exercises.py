@@ -6,7 +6,7 @@ import re
 import nbformat
 import pytest
 
-from helpers import exercises as ex
+from helpers.assignments import exercises as ex
 
 SOLUTIONS = ex.solution_notebooks()
 ids = [p.name.removesuffix("-solutions.ipynb") for p in SOLUTIONS]

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from helpers import exercises as ex
-from helpers import grading
+from helpers.assignments import exercises as ex
+from helpers.assignments import grading
 
 SOLUTION = ex.SOLUTIONS_DIR / "01-alignment-problem-solutions.ipynb"
 EXERCISE = ex.exercise_path(SOLUTION)

@@ -1,4 +1,4 @@
-"""helpers/labeling.py: the session state machine, the append-only label file, exports and agreement statistics,
+"""helpers/labeling/: the session state machine, the append-only label file, exports and agreement statistics,
 and the ipywidgets view driven through its real buttons (no browser; see test_labeling_browser.py for that).
 
 Click handlers run inside ipywidgets' callback dispatcher, which logs exceptions instead of raising them. So every
@@ -174,7 +174,7 @@ def test_the_record_is_on_disk_before_the_next_pair_shows(tmp_path, monkeypatch,
         real_fsync(fd)
         shown_at_fsync.append((view.prompt.value, len((tmp_path / "alice.jsonl").read_text().splitlines())))
 
-    monkeypatch.setattr(labeling.os, "fsync", spying_fsync)
+    monkeypatch.setattr(labeling.storage.os, "fsync", spying_fsync)
     before = view.prompt.value
     click(view, "a")
     # the file entry of a new file is fsync'd (the folder) and then the record: both while the old pair is shown
@@ -550,7 +550,7 @@ def test_view_simulate_clicks_through_the_same_path(tmp_path, make_view):
 
 
 def test_bench_labeling_reports_the_time_for_200_pairs():
-    from helpers.bench_labeling import bench_labeling
+    from helpers.bench.labeling import bench_labeling
     figures = bench_labeling()["labeling"]
     assert 0 < figures["seconds_200_pairs"] < 60
 

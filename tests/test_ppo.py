@@ -1,4 +1,5 @@
-"""Tests of helpers/ppo.py: every expected value is computed independently here, from the closed forms."""
+"""Tests of helpers/ppo.py and helpers/rlhf.py: every expected value is computed independently here, from the
+closed forms."""
 from __future__ import annotations
 
 import copy
@@ -7,8 +8,8 @@ import math
 import pytest
 import torch
 
-from helpers import ppo, world
-from helpers.checkpoint import load_reference
+from helpers import ppo, rlhf, world
+from helpers.pretrain import load_reference
 from helpers.model import LanguageModel, ModelConfig
 from helpers.optimal import gain_fraction, optimal_policy
 from helpers.tokenizer import Tokenizer
@@ -221,12 +222,12 @@ def reference():
     return load_reference()
 
 
-TINY = ppo.PPOConfig(iterations=2, batch_size=16, minibatch_size=8, epochs=2, max_new_tokens=12, eval_every=0)
+TINY = rlhf.PPOConfig(iterations=2, batch_size=16, minibatch_size=8, epochs=2, max_new_tokens=12, eval_every=0)
 
 
 def test_train_ppo_starts_at_zero_kl_and_logs_the_practitioners_metrics(reference):
     prompts = list(world.prompts("train"))[:32]
-    result = ppo.train_ppo(None, reference, ppo.gold_reward_function, prompts, [], TINY)
+    result = rlhf.train_ppo(None, reference, rlhf.gold_reward_function, prompts, [], TINY)
     first, second = result.history
     assert first["objective/kl"] == 0.0            # the first batch is sampled by pi = pi_ref
     assert second["objective/kl"] != 0.0           # and then the policy has moved
@@ -242,16 +243,16 @@ def test_ppo_update_asserts_ratio_one_when_dropout_is_on(reference):
     cfg = TINY
     policy = LanguageModel(ModelConfig(**{**reference.cfg.__dict__, "dropout": 0.3}))
     policy.load_state_dict(reference.state_dict())
-    value_model = ppo.make_value_model(reference)
+    value_model = rlhf.make_value_model(reference)
     prompts = list(world.prompts("train"))[:16]
     gen = torch.Generator().manual_seed(0)
-    batch = ppo.rollout(policy.eval(), reference, value_model, ppo.gold_reward_function, prompts, cfg, gen,
+    batch = rlhf.rollout(policy.eval(), reference, value_model, rlhf.gold_reward_function, prompts, cfg, gen,
                         Tokenizer())
-    batch = ppo.compute_advantages(batch, 0.1, cfg)
+    batch = rlhf.compute_advantages(batch, 0.1, cfg)
     opts = [torch.optim.Adam(m.parameters()) for m in (policy, value_model)]
-    ppo.ppo_update(copy.deepcopy(policy), value_model, batch, *opts, cfg, gen)   # eval mode: passes
+    rlhf.ppo_update(copy.deepcopy(policy), value_model, batch, *opts, cfg, gen)   # eval mode: passes
     with pytest.raises(AssertionError, match="ratio is not 1"):
-        ppo.ppo_update(policy.train(), value_model, batch, *opts, cfg, gen)
+        rlhf.ppo_update(policy.train(), value_model, batch, *opts, cfg, gen)
 
 
 class _SamplesAtTemperatureOne(LanguageModel):
@@ -263,7 +264,7 @@ def test_rollout_refuses_scores_at_another_temperature_than_sampling(reference):
     policy = _SamplesAtTemperatureOne(reference.cfg)
     policy.load_state_dict(reference.state_dict())
     policy.eval()
-    cfg = ppo.PPOConfig(temperature=0.7, max_new_tokens=12)
+    cfg = rlhf.PPOConfig(temperature=0.7, max_new_tokens=12)
     with pytest.raises(RuntimeError, match="same temperature"):
-        ppo.rollout(policy, reference, ppo.make_value_model(reference), ppo.gold_reward_function,
+        rlhf.rollout(policy, reference, rlhf.make_value_model(reference), rlhf.gold_reward_function,
                     list(world.prompts("train"))[:8], cfg, torch.Generator().manual_seed(0), Tokenizer())

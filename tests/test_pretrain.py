@@ -4,9 +4,9 @@ import dataclasses
 import torch
 
 from helpers import world
-from helpers.checkpoint import (PretrainConfig, default_config, language_modeling_loss, load_reference,
-                                train_language_model)
+from helpers.checkpoint import default_config
 from helpers.model import LanguageModel
+from helpers.pretrain import PretrainConfig, language_modeling_loss, load_reference, train_language_model
 from helpers.tokenizer import Tokenizer, encode_pairs
 
 

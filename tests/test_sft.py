@@ -2,7 +2,7 @@
 import torch
 
 from helpers import world
-from helpers.checkpoint import language_modeling_loss, load_reference
+from helpers.pretrain import language_modeling_loss, load_reference
 from helpers.sft import SFTConfig, demonstrations, supervised_finetune
 from helpers.tokenizer import Tokenizer, encode_pairs
 

@@ -1,5 +1,5 @@
-"""``make bench`` section for reward modeling (lesson 02): the course reward model and Best-of-N, ``reward_model.*``
-and ``best_of_n.*``.
+"""``make bench`` sections for reward modeling (lesson 02): the course preference set, the course reward model and
+Best-of-N, ``preferences.*``, ``reward_model.*`` and ``best_of_n.*``.
 
 Protocol (issue 4): the course reward model was early-stopped on the validation pairs; every figure here is on the
 test split: accuracy against the annotator's test labels next to the Bayes-optimal ceiling, agreement with the gold
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from . import reward, world
-from .checkpoint import PretrainConfig, load_reference
+from .. import reward, world
+from ..pretrain import PretrainConfig, load_reference
+from .reference import timed
 
 
 def right_vs_wrong_probe(prompts: list[world.Prompt], variants: int = 3) -> tuple[list, list, list]:
@@ -86,3 +87,19 @@ def bench_best_of_n() -> dict:
                           "gold_reward_n16_interval": list(curve.gold_interval[16]),
                           "proxy_n1": curve.proxy[1], "proxy_n16": curve.proxy[16],
                           "gain_beyond_both_intervals": curve.gold_interval[16][0] > curve.gold_interval[1][1]}}
+
+
+def bench_preferences() -> dict:
+    """The course preference set: its size, its agreement with the gold ordering, and whether rebuilding it from
+    its seed gives the committed file byte for byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "preferences.jsonl"
+        _, seconds = timed(lambda: reward.build_preferences(path))
+        reproduces = path.read_bytes() == reward.PREFERENCES_PATH.read_bytes()
+    pairs = reward.read_preferences(reward.PREFERENCES_PATH)
+    deltas = [world.gold_reward(world.find_prompt(p.prompt), p.chosen)
+              - world.gold_reward(world.find_prompt(p.prompt), p.rejected) for p in pairs]
+    differ = [d for d in deltas if d != 0]
+    return {"preferences": {"pairs": len(pairs), "build_s": seconds, "rebuild_reproduces_committed": reproduces,
+                            "agree_with_gold": sum(d > 0 for d in differ) / len(differ),
+                            "bayes_accuracy": world.bayes_accuracy(differ, reward.COURSE_TAU)}}

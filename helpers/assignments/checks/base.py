@@ -164,3 +164,12 @@ def check_choice(key: str, answer) -> None:
             reasons.append(f"{c}{part} is not the best answer: {question.why_not[i][c]}")
         raise AssertionError(f"{question.title}: " + "\n".join(reasons))
     print(f"{question.title}: correct")
+
+
+def _first(out, name: str, what: str, case: str):
+    """The learner may return the helper's tuple (tensor, extras): keep the first element."""
+    if isinstance(out, (tuple, list)):
+        if not out:
+            _fail(name, f"returns an empty {type(out).__name__}; expected {what}", f"case: {case}")
+        return out[0]
+    return out

@@ -199,10 +199,10 @@ def check_sequence_logprob(sequence_logprob: Callable, hidden: bool = False) -> 
 
 def _loop_setup():
     """A tiny model and two batches of clean preference pairs (correct answer over insult)."""
-    from .. import world
-    from ..checkpoint import default_config
-    from ..model import LanguageModel
-    from ..tokenizer import Tokenizer, collate_preferences
+    from ... import world
+    from ...checkpoint import default_config
+    from ...model import LanguageModel
+    from ...tokenizer import Tokenizer, collate_preferences
     import dataclasses
     torch.manual_seed(0)
     model = LanguageModel(dataclasses.replace(default_config(), n_layer=1, n_embd=32, n_head=2))
@@ -216,7 +216,7 @@ def _loop_setup():
 
 def _reference_loop(policy, reference, batches, beta, lr, epochs, average=False, sign=1.0):
     """The course's loop, and the variants the check compares against."""
-    from ..model import sequence_logprobs
+    from ...model import sequence_logprobs
 
     def logps(model, b):
         lp = sequence_logprobs(model(b.input_ids, b.attention_mask), b.input_ids, b.response_mask)

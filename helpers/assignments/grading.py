@@ -425,7 +425,8 @@ def grade_all(submission_paths: list[Path], assignment: Assignment, timeout: flo
                     (tmp / f"{i}.job.json").write_text(json.dumps(job))
                     with open(tmp / f"{i}.stderr", "wb") as err:
                         proc = subprocess.Popen(
-                            [sys.executable, "-m", "helpers.grading", "--worker", str(tmp / f"{i}.job.json")],
+                            [sys.executable, "-m", "helpers.assignments.grading", "--worker",
+                             str(tmp / f"{i}.job.json")],
                             cwd=str(tmp), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
                     running.append(_Job(Path(path), proc, time.monotonic(), Path(job["result"]),
                                         Path(job["pid_file"]), tmp / f"{i}.stderr"))

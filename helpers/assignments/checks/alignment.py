@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from .. import optimal
-from ..evaluate import wilson_interval
+from ... import optimal
+from ...evaluate import wilson_interval
 from .base import (ATOL_PROBS, ATOL_RATE, ATOL_VALUE, QUESTIONS, Question, RTOL_VALUE, Z95, _Case, _call,
                    _close, _fail, _first_match, _fmt, _inputs_unchanged, _random_case, _tensor_result,
                    check_choice)

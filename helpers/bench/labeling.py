@@ -9,8 +9,8 @@ from __future__ import annotations
 import tempfile
 import time
 
-from . import world
-from .labeling import Item, LabelingSession, LabelingWidget, simulated_choice
+from .. import world
+from ..labeling import Item, LabelingSession, LabelingWidget, simulated_choice
 
 PAIRS = 200
 

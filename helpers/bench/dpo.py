@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from . import dpo, optimal, world
-from .checkpoint import PretrainConfig, load_reference
-from .evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
-from .reward import COURSE_TAU, load_preferences
+from .. import dpo, optimal, world
+from ..evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
+from ..pretrain import PretrainConfig, load_reference
+from ..reward import COURSE_TAU, load_preferences
 
 # the candidates; 4 epochs at most (one is too few), early stopping on the validation loss picks the step
 GRID = tuple(dpo.DPOConfig(beta=beta, lr=3e-4, nll_weight=0.5, max_epochs=4, eval_every=40, patience=3)

@@ -15,13 +15,13 @@ import time
 
 import torch
 
-from . import optimal, ppo, world
-from .checkpoint import PretrainConfig, load_reference
-from .evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
+from .. import optimal, ppo, rlhf, world
+from ..evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
+from ..pretrain import PretrainConfig, load_reference
 
 BETAS = (0.1, 0.2)           # the KL coefficients tried on validation against the course reward model
 ORACLE_BETAS = (0.05,)       # the gold reward's scores spread about half as wide: the same pull in its units
-RUN = ppo.PPOConfig()        # everything else: the defaults
+RUN = rlhf.PPOConfig()        # everything else: the defaults
 FAILURES = ("harmful_compliance", "false_answer", "fabrication", "insult")
 
 
@@ -37,14 +37,14 @@ def enumerable_figures(reference, cfg: ppo.EnumerablePPOConfig = ppo.EnumerableP
             "enumerable_kl": result.history[-1]["kl"], "enumerable_s": seconds}
 
 
-def lm_figures(reference, reward, ref_figures: dict, betas=BETAS, cfg: ppo.PPOConfig = RUN) -> dict:
+def lm_figures(reference, reward, ref_figures: dict, betas=BETAS, cfg: rlhf.PPOConfig = RUN) -> dict:
     """Train one PPO run per beta against ``reward``, choose on validation, report the test scorecard."""
     train, val = list(world.prompts("train")), list(world.prompts("validation"))
     runs = []
     for beta in betas:
-        run_cfg = ppo.PPOConfig(**{**cfg.__dict__, "beta": beta})
+        run_cfg = rlhf.PPOConfig(**{**cfg.__dict__, "beta": beta})
         start = time.perf_counter()
-        result = ppo.train_ppo(None, reference, reward, train, val, run_cfg, desc=f"PPO beta={beta}")
+        result = rlhf.train_ppo(None, reference, reward, train, val, run_cfg, desc=f"PPO beta={beta}")
         seconds = time.perf_counter() - start
         best = next(h for h in result.history if h["iteration"] == result.best_iteration)
         runs.append({"beta": beta, "result": result, "train_s": seconds, "val_gold_reward": best["val/gold_reward"]})
@@ -72,11 +72,11 @@ def bench_ppo() -> dict:
     ref_figures = scorecard(reference).figures()
     out = enumerable_figures(reference)
     try:
-        from .reward import load_reward_model
+        from ..reward import load_reward_model
         reward_model = load_reward_model()
     except (ImportError, FileNotFoundError) as e:
         out["reward_model_missing"] = f"{type(e).__name__}: {e}"
     else:
         out |= lm_figures(reference, reward_model, ref_figures)
-    out["oracle"] = lm_figures(reference, ppo.gold_reward_function, ref_figures, ORACLE_BETAS)
+    out["oracle"] = lm_figures(reference, rlhf.gold_reward_function, ref_figures, ORACLE_BETAS)
     return {"ppo": out}
