@@ -25,7 +25,7 @@ help:
 	@echo "make lab        set up .venv if needed and open JupyterLab on notebooks/  (LAB_ARGS=...)"
 	@echo "make test       set up .venv if needed and run every test, notebooks included  (PYTEST_ARGS=...)"
 	@echo "make setup      create .venv and install the pinned dependencies (PYTHON=$(PYTHON); a no-op when up to date)"
-	@echo "make artifacts  rebuild the committed artifacts (reference model, preference set, reward model) from their seeds"
+	@echo "make artifacts  rebuild the committed artifacts (reference model, preference set, reward model, enumerable views) from their seeds"
 	@echo "make bench      measure the benchmark figures; print a table and write bench.json"
 	@echo "make exercises  regenerate notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb"
 	@echo "make notebooks  re-execute lessons and solutions in place, then regenerate the exercises"
@@ -51,8 +51,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install $(PIP_ARGS) -c constraints.txt -e '.[dev]'
 	@touch $@
 
+# JupyterLab with the course's own settings: lab/overrides.json turns off the news prompt and the update check
+# (JupyterLab's defaults ask, then fetch a feed from the internet), and the server fetches no news or updates either
+LAB_SETTINGS := "--LabApp.app_settings_dir=$(CURDIR)/lab" --LabApp.news_url=None \
+	--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+
 lab: setup
-	$(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+	$(BIN)/jupyter lab notebooks/ $(LAB_SETTINGS) $(LAB_ARGS)
 
 # one pytest run over tests/ and the notebook directories, so a directory that collects nothing cannot pass
 # unnoticed (exit code 5); one torch thread per xdist worker; each notebook stays on one worker (loadfile)
@@ -65,6 +70,7 @@ artifacts: setup
 	$(BIN)/python -m helpers pretrain
 	$(BIN)/python -m helpers build preferences
 	$(BIN)/python -m helpers build reward-model
+	$(BIN)/python -m helpers build views
 
 bench: setup
 	$(BIN)/python -m helpers bench

@@ -12,6 +12,11 @@ from .model import LanguageModel, ModelConfig
 from .tokenizer import Tokenizer
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+REBUILD = "rebuild it with `make artifacts` (or save your own model again with helpers.checkpoint.save)"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint this code can use; the message names the file and how to rebuild it."""
 
 
 def default_config(tokenizer: Tokenizer | None = None) -> ModelConfig:
@@ -34,18 +39,35 @@ def load(path: Path, kind: type = LanguageModel) -> torch.nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; run `make artifacts` (or `python -m helpers pretrain`) "
                                 f"to create it")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, text, truncated, a folder, or objects weights_only=True refuses to unpickle
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path} is not a readable checkpoint (loaded with weights_only=True: {reason}); "
+                              f"{REBUILD}") from e
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), t) for k, t in
+                                             (("config", dict), ("vocabulary", list), ("state_dict", dict))):
+        raise CheckpointError(f"{path} is not a checkpoint saved by helpers.checkpoint.save (a dict with config, "
+                              f"vocabulary, kind and state_dict); {REBUILD}")
     if data.get("kind") != kind.__name__:
-        raise ValueError(f"{path} holds a {data.get('kind')}, not a {kind.__name__}")
+        raise CheckpointError(f"{path} holds a {data.get('kind')}, not a {kind.__name__}")
     if data["vocabulary"] != Tokenizer().itos:
-        raise ValueError(f"{path} was trained on another vocabulary than helpers.world's; rebuild it with "
-                         f"`make artifacts`")
+        raise CheckpointError(f"{path} was trained on another vocabulary than helpers.world's; {REBUILD}")
     expected = asdict(default_config())
     if data["config"] != expected:
         diff = {k: (data["config"].get(k), v) for k, v in expected.items() if data["config"].get(k) != v}
-        raise ValueError(f"{path} does not match the code's ModelConfig (saved, expected): {diff}; rebuild it with "
-                         f"`make artifacts`")
+        raise CheckpointError(f"{path} does not match the code's ModelConfig (saved, expected): {diff}; {REBUILD}")
+    # nan or inf weights would load silently and turn every output into nan
+    bad = [name for name, w in data["state_dict"].items() if torch.is_tensor(w) and w.is_floating_point()
+           and not bool(torch.isfinite(w).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds weights that are not finite (nan or inf) in {', '.join(bad[:5])}; "
+                              f"{REBUILD}")
     model = kind(ModelConfig(**data["config"]))
-    model.load_state_dict(data["state_dict"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as e:  # missing, unexpected or misshapen weights
+        raise CheckpointError(f"{path} does not hold a {kind.__name__}'s weights ({str(e).strip()[:300]}); "
+                              f"{REBUILD}") from e
     model.eval()
     return model

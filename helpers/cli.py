@@ -3,6 +3,7 @@
 - ``pretrain``: train the reference model from its seed and save it under helpers/artifacts/.
 - ``build preferences``: the course preference set (the reference model's samples, labeled by the annotator).
 - ``build reward-model``: the course reward model, trained on that set.
+- ``build views``: the reference model's enumerable view of the validation and test splits (helpers/enumerable.py).
 - ``evaluate``: print the scorecard of a checkpoint (the reference by default) on the test split.
 - ``bench``: measure the figures the issues name; print a table and write bench.json.
 - ``exercises``: regenerate every notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb
@@ -26,9 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--against", type=Path, default=None,
                    help="a second checkpoint to report KL and win rate against (default: the reference)")
     a = sub.add_parser("build", help="build a course artifact from its seed (what `make artifacts` runs)")
-    a.add_argument("artifact", choices=["preferences", "reward-model"],
+    a.add_argument("artifact", choices=["preferences", "reward-model", "views"],
                    help="preferences: the course preference set (the reference model's samples, labeled); "
-                        "reward-model: the course reward model, trained on it")
+                        "reward-model: the course reward model, trained on it; "
+                        "views: the reference model's enumerable view of the validation and test splits")
     b = sub.add_parser("bench", help="measure the benchmark figures; write bench.json")
     b.add_argument("--out", type=Path, default=Path("bench.json"))
     x = sub.add_parser("exercises", help="regenerate the exercise notebooks from the solution notebooks")
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--solutions", type=Path, default=None,
                    help="the solution notebook (or solutions/ folder) to grade against (default: this course's)")
     g.add_argument("--assignment", default=None, help="e.g. 01-alignment-problem (default: found from the cells)")
+    g.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit per notebook (default 4)")
+    g.add_argument("--no-sandbox", action="store_true",
+                   help="run notebooks without bubblewrap (only inside a disposable container or VM; noted in the CSV)")
     args = parser.parse_args(argv)
 
     if args.command == "pretrain":
@@ -55,12 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         pretrain(cfg, path)
         print(f"saved {path}")
     elif args.command == "evaluate":
+        from .checkpoint import CheckpointError
         from .evaluate import evaluate_checkpoint
-        evaluate_checkpoint(args.checkpoint, args.against)
+        try:
+            evaluate_checkpoint(args.checkpoint, args.against)
+        except (FileNotFoundError, CheckpointError) as e:  # a bad path is the user's mistake: one line, no traceback
+            raise SystemExit(f"python -m helpers evaluate: {e}") from None
     elif args.command == "build" and args.artifact == "preferences":
         from .reward import PREFERENCES_PATH, build_preferences
         pairs = build_preferences(PREFERENCES_PATH)
         print(f"saved {len(pairs)} preference pairs to {PREFERENCES_PATH}")
+    elif args.command == "build" and args.artifact == "views":
+        from .enumerable import VIEWS_PATH, build_views
+        stored = build_views(VIEWS_PATH)
+        print(f"saved the enumerable views of {', '.join(stored['splits'])} to {VIEWS_PATH}")
     elif args.command == "build":
         from .reward import REWARD_MODEL_PATH, build_reward_model
         result = build_reward_model(REWARD_MODEL_PATH)
@@ -72,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         _exercises(args.check, args.execute)
     elif args.command == "grade":
         from .assignments.grading import grade_folder
-        grade_folder(args.folder, args.out, args.timeout, args.workers, args.solutions, args.assignment)
+        grade_folder(args.folder, args.out, args.timeout, args.workers, args.solutions, args.assignment,
+                     sandboxed=not args.no_sandbox, memory=int(args.memory_gb * 1024 ** 3))
 
 
 def _exercises(check: bool, execute: bool) -> None:

@@ -11,7 +11,10 @@ Every loss here takes **sequence log-probabilities summed over the response toke
 per-token means, and say so). Every loss returns per-example values [B], not reduced: take ``.mean()`` for a batch.
 
 The last section is *tabular* DPO on the world's enumerable view (one free logit per candidate response), where
-the exact expected loss can be minimised and compared with the optimum of :mod:`helpers.optimal`.
+the exact expected loss can be minimised and compared with the optimum of :mod:`helpers.optimal`. The expected loss
+sums over every pair of candidates, N K^2 terms: run it on the view merged by equal reward
+(:meth:`helpers.enumerable.View.by_reward`, ~16 groups per prompt instead of up to ~200 candidates), whose optimum is
+the full view's.
 
 Shapes: B = batch size (pairs, or unpaired examples for KTO), T = sequence length; N prompts and K candidates per
 prompt in the tabular section.
@@ -45,11 +48,13 @@ def _check_same_shape(**tensors: torch.Tensor) -> None:
     first = next(iter(shapes.values()))
     if len(first) != 1 or any(s != first for s in shapes.values()):
         raise ValueError(f"expected tensors of one shape [B], got {shapes}")
+    if first[0] == 0:  # the mean of no losses is nan
+        raise ValueError(f"expected at least one pair (B >= 1), got empty tensors {shapes}")
 
 
 def _check_beta(beta: float) -> None:
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0 < beta < math.inf:  # inf turns every loss into 0 or inf, nan into nan
+        raise ValueError(f"beta must be a finite number > 0, got {beta}")
 
 
 def _log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
@@ -455,8 +460,8 @@ def expected_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, rewards: to
     Used in lesson 04.
     """
     _check_beta(beta)
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
+    if not 0 < tau < math.inf:
+        raise ValueError(f"tau must be a finite number > 0, got {tau}")
     log_ratio = tabular_log_ratios(logits, ref_probs)
     h = log_ratio[:, :, None] - log_ratio[:, None, :]                                   # [N, K, K]
     p = torch.sigmoid((rewards[:, :, None] - rewards[:, None, :]) / tau)               # [N, K, K]

@@ -2,7 +2,8 @@
 
 Protocol: the *test* split, one sample per prompt at temperature 1 from a fixed seed; every rate comes with a 95 %
 Wilson interval. A response the strict parser cannot map to a known behaviour is ``malformed``: a failure with the
-lowest gold reward of any behaviour, so degenerate text can never score well. Used in every lesson.
+lowest gold reward of any behaviour, so degenerate text can never score well. Beside the scorecard, pass@k on the
+answerable prompts: can the policy *sample* the right answer at all, or only not often enough? Used in every lesson.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from . import world
 from .model import LanguageModel
 from .sampling import Samples, sample_responses, sequence_kl  # noqa: F401  (lessons use evaluate.sample_responses)
+from .verifiable import is_correct
 
 PROTOCOL_SEED = 20261128
 PROTOCOL_SPLIT = "test"
@@ -148,6 +150,76 @@ def gap_closed(gold_reward: float, reference_gold_reward: float, best_gold_rewar
     """(R - R_ref) / (R_best - R_ref): the share of the possible improvement over the reference that a policy achieved
     (1 = as good as the best candidate on every prompt, 0 = no better than the reference). DESIGN.md's benchmark."""
     return (gold_reward - reference_gold_reward) / (best_gold_reward - reference_gold_reward)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k from n samples of which c are correct (Chen et al. 2021, "Evaluating Large
+    Language Models Trained on Code", eq. 1):
+
+        pass@k = 1 - C(n - c, k) / C(n, k)
+
+    the probability that k samples drawn without replacement from the n hold at least one correct one. Computed as
+    1 - prod_{i = n - c + 1}^{n} (1 - k / i), the paper's numerically stable form. Taking 1 - (1 - c/n)^k instead
+    (k draws *with* replacement) underestimates pass@k.
+
+    Args:
+        n: samples per prompt.  c: how many of them are correct, 0 <= c <= n.  k: 1 <= k <= n.
+    Returns:
+        the estimate, in [0, 1].
+    Used in lessons 03, 04 and 05.
+    """
+    if not (0 <= c <= n) or not (1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:   # every choice of k samples holds a correct one
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+@dataclass
+class PassRates:
+    """How often a policy samples the right answer: per answerable prompt, correct answers among n samples."""
+    prompts: list[world.Prompt]
+    correct: list[int]           # per prompt, samples the parser found correct (padded correct answers count)
+    n: int                       # samples per prompt
+
+    def at(self, k: int) -> float:
+        """pass@k: the mean over prompts of :func:`pass_at_k` (k = 1 is the plain rate of correct answers)."""
+        return sum(pass_at_k(self.n, c, k) for c in self.correct) / len(self.correct)
+
+    def figures(self, ks=(1, 8)) -> dict[str, float]:
+        """{"pass@1": ..., "pass@8": ...} for the ``ks`` asked (each <= n)."""
+        return {f"pass@{k}": self.at(k) for k in ks}
+
+
+def pass_rates(policy: LanguageModel, split: str = PROTOCOL_SPLIT, n: int = 16,
+               temperature: float = PROTOCOL_TEMPERATURE, seed: int = PROTOCOL_SEED,
+               prompts: list[world.Prompt] | None = None) -> PassRates:
+    """Sample n responses to every answerable prompt of ``split`` (or of ``prompts``) and count the correct ones.
+
+    Correct means the world's parser finds the right answer (:func:`helpers.verifiable.is_correct`). pass@1 against
+    pass@k tells apart a policy that cannot produce an answer from one that can but rarely does: the question
+    Yue et al. 2025 ("Does Reinforcement Learning Really Incentivize Reasoning Capacity in LLMs Beyond the Base
+    Model?") ask of RL with verifiable rewards. Draw j of the n uses seed ``seed + j``.
+
+    Returns:
+        a :class:`PassRates`; ``.at(k)`` gives pass@k for any k <= n.
+    Used in lessons 03, 04 and 05.
+    """
+    pool = list(prompts) if prompts is not None else list(world.prompts(split))
+    answerable = [p for p in pool if p.category == "answerable"]
+    if not answerable:
+        raise ValueError("pass_rates needs answerable prompts")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    correct = [0] * len(answerable)
+    for j in range(n):
+        samples = sample_responses(policy, answerable, temperature, seed + j)
+        for i, (p, t) in enumerate(zip(samples.prompts, samples.texts)):
+            correct[i] += is_correct(p, t)
+    return PassRates(answerable, correct, n)
 
 
 def scorecard(policy: LanguageModel, reference: LanguageModel | None = None,

@@ -80,6 +80,15 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _check_mask(mask: torch.Tensor, name: str, empty: str) -> None:
+    """Raise ValueError unless ``mask`` [B, T] holds only 0 and 1 with at least one 1 in every row."""
+    if bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError(f"{name} must hold only 0 and 1, got the values {sorted(set(mask.unique().tolist()))}")
+    rows = (~mask.bool().any(-1)).nonzero().flatten().tolist()
+    if rows:
+        raise ValueError(f"{name} row {rows[0]} {empty} (all zeros; {len(rows)} such row(s) in the batch)")
+
+
 class Transformer(nn.Module):
     """Token and position embeddings, ``n_layer`` blocks, a final layer norm: ids [B, T] -> hidden [B, T, C]."""
 
@@ -109,6 +118,8 @@ class Transformer(nn.Module):
         if attention_mask is None or attention_mask.shape != (B, S):
             raise ValueError(f"attention_mask {None if attention_mask is None else tuple(attention_mask.shape)} "
                              f"must be [B, T] = {(B, S)}, covering the cached tokens too")
+        if cache is None:  # a caller's own mask (generate builds its masks itself: no check per token)
+            _check_mask(attention_mask, "attention_mask", "has no real token")
         # positions count real tokens only, so left- and right-padded copies of a sequence give the same output
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         # a query may see earlier non-padding keys, and always itself (so padding rows never divide by zero)
@@ -177,8 +188,16 @@ class LanguageModel(nn.Module):
         """
         if len(prompts) == 0:
             raise ValueError("generate needs at least one prompt")
+        if empty := [i for i, p in enumerate(prompts) if len(p) == 0]:
+            raise ValueError(f"prompt {empty[0]} is empty: each prompt is <bos> prompt words <sep> "
+                             f"(Tokenizer.encode_prompt)")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if max_new_tokens is not None and not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+            raise ValueError(f"max_new_tokens must be an int >= 1 (or None to fill the context), got "
+                             f"{max_new_tokens!r}")
+        if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
         longest = max(len(p) for p in prompts)
         if longest >= self.cfg.block_size:
             raise ValueError(f"a prompt of {longest} tokens leaves no room in the context of {self.cfg.block_size}")
@@ -288,6 +307,7 @@ def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_ma
     if bool(response_mask[:, 0].any()):
         raise ValueError("response_mask is 1 at position 0: the first token (<bos>) has no log-prob; "
                          "the mask should mark response tokens only")
+    _check_mask(response_mask, "response_mask", "marks no response token: its log-prob would be 0")
     per_token = token_logprobs(logits, input_ids)                                 # [B, T-1]
     return (per_token * response_mask[:, 1:].to(per_token.dtype)).sum(-1)
 

@@ -1,4 +1,5 @@
-"""The exact optimum of the KL-regularised objective, on the world's enumerable view.
+"""The exact optimum of the KL-regularised objective, and the exact Best-of-N policy, on the enumerable view
+(:mod:`helpers.enumerable`).
 
 For one prompt with candidate responses y_1..y_K, reference probabilities pi_ref(y_k) and rewards r(y_k),
 
@@ -14,11 +15,9 @@ Used in lessons 01, 03, 04, 05.
 """
 from __future__ import annotations
 
-import torch
+import math
 
-from . import world
-from .model import LanguageModel, sequence_logprobs
-from .tokenizer import Tokenizer, encode_pairs
+import torch
 
 
 def _check(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> None:
@@ -83,29 +82,33 @@ def gain_fraction(policy_probs: torch.Tensor, ref_probs: torch.Tensor, rewards: 
     return float((j - j_ref) / (j_star - j_ref))
 
 
-@torch.no_grad()
-def enumerable_view(model: LanguageModel, prompts: list[world.Prompt],
-                    reward=world.gold_reward) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
-    """The model's probabilities renormalised over each prompt's candidates, and their rewards.
+def best_of_n_policy(ref_probs: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Tensor:
+    """The exact Best-of-N policy: draw n responses from pi_ref, keep the one with the highest score (ties broken
+    uniformly at random among the tied draws). [..., K] -> [..., K]
 
-    Returns:
-        probs [N, K] (rows sum to 1; 0 on padding when a prompt has fewer than K candidates),
-        rewards [N, K] (0 on padding), and the candidate texts per prompt.
+    With F(s) = pi_ref(score <= s) and F_(s) = pi_ref(score < s), the best draw's score is s with probability
+    F(s)^n - F_(s)^n, and among the candidates scoring s each is as likely as its share of pi_ref there:
+
+        pi_n(y) = pi_ref(y) * (F(s_y)^n - F_(s_y)^n) / (F(s_y) - F_(s_y))
+
+    (Stiennon et al. 2020, appendix; Beirami et al. 2024 for ties). Select with one scoring function (the course
+    reward model, as practised) and evaluate with another (the gold reward). Used in lesson 05.
     """
-    if not prompts:
-        raise ValueError("enumerable_view needs at least one prompt")
-    texts = [list(world.candidates(p).values()) for p in prompts]
-    K = max(len(t) for t in texts)
-    flat_prompts = [p.text for p, ts in zip(prompts, texts) for _ in ts]
-    flat_texts = [t for ts in texts for t in ts]
-    batch = encode_pairs(Tokenizer(), flat_prompts, flat_texts, model.cfg.block_size)
-    logps = sequence_logprobs(model(batch.input_ids, batch.attention_mask), batch.input_ids, batch.response_mask)
-    logits = torch.full((len(prompts), K), float("-inf"))
-    rewards = torch.zeros((len(prompts), K))
-    i = 0
-    for n, (p, ts) in enumerate(zip(prompts, texts)):
-        for k, t in enumerate(ts):
-            logits[n, k] = logps[i]
-            rewards[n, k] = reward(p, t)
-            i += 1
-    return torch.softmax(logits, dim=-1), rewards, texts
+    if ref_probs.shape != scores.shape:
+        raise ValueError(f"ref_probs {tuple(ref_probs.shape)} and scores {tuple(scores.shape)} must match")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    real = ref_probs > 0
+    # [..., K, K]: entry [y, j] compares candidate j's score with candidate y's
+    at_most = (scores[..., None, :] <= scores[..., :, None]) & real[..., None, :]
+    below = (scores[..., None, :] < scores[..., :, None]) & real[..., None, :]
+    upto = (at_most * ref_probs[..., None, :]).sum(-1)                               # F(s_y)
+    under = (below * ref_probs[..., None, :]).sum(-1)                                # F_(s_y)
+    level = (upto - under).clamp_min(1e-30)                                          # pi_ref(score = s_y)
+    probs = ref_probs * (upto.pow(n) - under.pow(n)) / level
+    return torch.where(real, probs, torch.zeros_like(probs))
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """KL(Best-of-n || pi_ref) <= log n - (n - 1) / n, with equality when no two candidates tie."""
+    return math.log(n) - (n - 1) / n

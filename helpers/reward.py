@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import world
+from . import enumerable, world
 from .checkpoint import ARTIFACTS, load, save
 from .early_stopping import EarlyStopping
 from .model import LanguageModel, ModelConfig, ScalarModel, Transformer, token_logprobs
@@ -49,6 +49,8 @@ def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Ten
     if chosen_rewards.shape != rejected_rewards.shape:
         raise ValueError(f"chosen {tuple(chosen_rewards.shape)} and rejected {tuple(rejected_rewards.shape)} "
                          f"rewards must have the same shape")
+    if chosen_rewards.numel() == 0:  # the mean of no losses is nan
+        raise ValueError("bradley_terry_loss needs at least one pair; got empty reward tensors")
     return -F.logsigmoid(chosen_rewards - rejected_rewards)
 
 
@@ -331,16 +333,22 @@ def gold_agreement(model: Scorer, prompts: list[world.Prompt], responses_a: list
             "by_pair": {k: (sum(v) / len(v), len(v)) for k, v in sorted(by_pair.items())}}
 
 
-def candidate_pairs(prompts: list[world.Prompt]) -> tuple[list[world.Prompt], list[str], list[str]]:
-    """Every pair of distinct candidates (the enumerable view) for each prompt: a fixed, balanced probe set."""
+def candidate_pairs(prompts: list[world.Prompt], seed: int = 0) -> tuple[list[world.Prompt], list[str], list[str]]:
+    """A fixed, balanced probe set from the enumerable view's candidates (:func:`helpers.enumerable.candidates`):
+    for each prompt, one pair for every two behaviours its candidates show (malformed text counts as one), each
+    side a random wording of its behaviour (seeded)."""
+    rng = random.Random(seed)
     ps, a, b = [], [], []
     for p in prompts:
-        cands = list(world.candidates(p).values())
-        for i in range(len(cands)):
-            for j in range(i + 1, len(cands)):
+        by_label: dict[str, list[str]] = {}
+        for text in enumerable.candidates(p):
+            by_label.setdefault(world.parse(p, text), []).append(text)
+        labels = list(by_label)
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
                 ps.append(p)
-                a.append(cands[i])
-                b.append(cands[j])
+                a.append(rng.choice(by_label[labels[i]]))
+                b.append(rng.choice(by_label[labels[j]]))
     return ps, a, b
 
 

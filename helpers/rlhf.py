@@ -31,7 +31,8 @@ from .model import LanguageModel, ScalarModel
 from .ppo import (AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, gae,
                   kl_penalised_rewards, whiten)
 from .progress import progress
-from .sampling import sample_responses, sequence_kl
+# response_logprobs lives with the rollout layout, so GRPO can use it too; lesson 03 calls it rlhf.response_logprobs
+from .sampling import response_logprobs, rollout_layout, sample_responses, sequence_kl
 from .tokenizer import Tokenizer, pad_sequences
 
 RewardFunction = Callable[[list, list], torch.Tensor]   # (prompts, response texts) -> scores [B]
@@ -98,21 +99,6 @@ class Rollouts:
     returns: torch.Tensor | None = None     # [B, L] value targets
 
 
-def response_logprobs(model: LanguageModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: int,
-                      temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """log-probs of the response tokens and the next-token logits that gave them, at ``temperature``.
-
-    Args:
-        input_ids, attention_mask: [B, P + L] in the rollout layout (responses start at column ``context`` = P).
-    Returns:
-        logprobs [B, L] and logits [B, L, V] (already divided by the temperature).
-    """
-    # position t predicts token t + 1, so the logits for response tokens start one column before them
-    logits = model(input_ids, attention_mask)[:, context - 1:-1] / temperature   # [B, L, V]
-    logprobs = torch.log_softmax(logits, -1).gather(2, input_ids[:, context:, None]).squeeze(2)
-    return logprobs, logits
-
-
 def response_values(value_model: ScalarModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     context: int) -> torch.Tensor:
     """V(s_t) for each response token t [B, L]: the value model's output at the position before the token."""
@@ -137,15 +123,8 @@ def rollout(policy: LanguageModel, reference: LanguageModel, value_model: Scalar
     responses = gen.responses
     ended = torch.tensor([len(r) > 0 and r[-1] == tokenizer.eos_id for r in responses])
     texts = [tokenizer.decode(r) + ("" if e else " ...") for r, e in zip(responses, ended.tolist())]
-    P, L, B = max(len(p) for p in prompt_ids), max(len(r) for r in responses), len(prompts)
-    pad = policy.cfg.pad_id
-    input_ids = torch.full((B, P + L), pad, dtype=torch.long)
-    attention_mask = torch.zeros((B, P + L), dtype=torch.long)
-    mask = torch.zeros((B, L))
-    for i, (p, r) in enumerate(zip(prompt_ids, responses)):
-        input_ids[i, P - len(p):P + len(r)] = torch.tensor(p + r)
-        attention_mask[i, P - len(p):P + len(r)] = 1
-        mask[i, :len(r)] = 1
+    input_ids, attention_mask, mask, P = rollout_layout(prompt_ids, responses, policy.cfg.pad_id)
+    B, L = mask.shape
     logprobs, logits = response_logprobs(policy, input_ids, attention_mask, P, cfg.temperature)
     # the sampler's log-probs must be the ones we train on: a temperature missing here would show at once
     sampled = torch.zeros((B, L))

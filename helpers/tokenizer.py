@@ -57,12 +57,18 @@ class Tokenizer:
         A sampler can (rarely) draw ``<pad>``, ``<bos>`` or ``<sep>`` inside a response; they are written out as
         words, so the strict parser calls such a response malformed instead of hiding the tokens.
         """
-        words = []
-        for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
-            if i == self.eos_id:
-                break
-            words.append(self.itos[i])
-        return " ".join(words)
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"decode takes the ids of one response, a 1-D tensor; got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        ids = list(ids)
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id)]
+        # one check per call: a negative id would silently index from the end of the vocabulary
+        if ids and not (0 <= min(ids) and max(ids) < len(self.itos)):
+            bad = next(i for i in ids if not 0 <= i < len(self.itos))
+            raise ValueError(f"ids must lie in [0, {len(self.itos)}) (the vocabulary size); got {bad}")
+        return " ".join(self.itos[i] for i in ids)
 
 
 @dataclass

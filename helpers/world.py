@@ -11,7 +11,8 @@ Everything a real alignment pipeline needs, small enough to see through complete
 - a simulated Bradley-Terry annotator with noise tau and switchable length and position biases;
 - the "internet" pretraining corpus, which mixes good and bad behaviour;
 - train / validation / test prompt splits that differ in wording and in which instances they hold;
-- the enumerable view: one candidate response per applicable behaviour for every prompt;
+- one example response per applicable behaviour for every prompt (:func:`candidates`; the enumerable view, every
+  response the reference realistically writes, is :mod:`helpers.enumerable`);
 - the course's one preference row type, :class:`PreferencePair`.
 
 Text is lowercase words and punctuation separated by single spaces, so the tokenizer is a plain ``split()``.
@@ -320,7 +321,8 @@ def _sentence_with(prompt: Prompt, answer: str) -> str:
 
 
 def candidates(prompt: Prompt) -> dict[str, str]:
-    """The enumerable view: one fixed response per applicable behaviour (variant 0), in APPLICABLE's order."""
+    """One example response per applicable behaviour (variant 0), in APPLICABLE's order. Not the enumerable view:
+    that holds every wording and fill (:func:`helpers.enumerable.candidates`)."""
     return {b: response(prompt, b, 0) for b in APPLICABLE[prompt.category]}
 
 
@@ -514,8 +516,13 @@ class Annotator:
     seed: int = 0
 
     def __post_init__(self):
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0 (got {self.tau}); use a small value such as 1e-3 for a near-perfect labeler")
+        # nan would compare False everywhere: such an annotator would always pick the right-hand response
+        if not (0 < self.tau < math.inf):
+            raise ValueError(f"tau must be a finite number > 0 (got {self.tau}); use a small value such as 1e-3 "
+                             f"for a near-perfect labeler, a large one such as 100 for a near coin flip")
+        for name in ("length_bias", "position_bias"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number (got {getattr(self, name)})")
         self._rng = random.Random(self.seed)
 
     def utility(self, prompt: Prompt, text: str) -> float:
@@ -544,11 +551,13 @@ def bayes_accuracy(deltas, tau: float) -> float:
     p = sigmoid(|delta| / tau); a predictor that always names the better one is right with probability p, and no
     predictor does better. Averaged over pairs: mean(sigmoid(|delta| / tau)).
     """
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0 (got {tau})")
+    if not (0 < tau < math.inf):  # also refuses nan, which would make the accuracy nan
+        raise ValueError(f"tau must be a finite number > 0 (got {tau})")
     deltas = list(deltas)
     if not deltas:
         raise ValueError("bayes_accuracy needs at least one pair")
+    if any(math.isnan(d) for d in deltas):
+        raise ValueError("deltas must not hold nan (a utility gap of nan has no better response)")
     return sum(sigmoid(abs(d) / tau) for d in deltas) / len(deltas)
 
 

@@ -1,13 +1,15 @@
-"""Session-wide test setup: no test may reach the network (only loopback and Unix sockets; see netguard.py).
+"""Session-wide test setup: no test may reach the network (only loopback and Unix sockets; see netguard.py), and no
+notebook cell may flood JupyterLab's IOPub channel or write to stderr (see iopub_guard.py).
 
-The guard is installed in this process, and — through ``kernel_guard/sitecustomize.py`` on PYTHONPATH — in every
-Python process the tests start, notebook kernels included.
+The network guard is installed in this process, and — through ``kernel_guard/sitecustomize.py`` on PYTHONPATH — in
+every Python process the tests start, notebook kernels included.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import iopub_guard
 import netguard
 import pytest
 import torch
@@ -17,6 +19,7 @@ TESTS = Path(__file__).resolve().parent
 
 def pytest_configure(config) -> None:
     netguard.install()
+    iopub_guard.install(config)
     paths = [str(TESTS / "kernel_guard"), str(TESTS)]
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])

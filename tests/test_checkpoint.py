@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 
 import pytest
 import torch
 
 from helpers import pretrain
-from helpers.checkpoint import default_config, load, save
+from helpers.checkpoint import CheckpointError, default_config, load, save
 from helpers.model import LanguageModel, ModelConfig, ScalarModel
 from helpers.pretrain import load_reference
 from helpers.tokenizer import Tokenizer
@@ -123,8 +124,60 @@ def test_loading_refuses_arbitrary_python_objects(tmp_path):
     torch.save(data, path)
     # the same file loads fine without the safety switch, so the refusal comes from weights_only=True
     assert isinstance(torch.load(path, weights_only=False)["payload"], Payload)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="weights_only") as info:
         load(path)
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError) and str(path) in str(info.value)
+
+
+def _damaged(path, damage: str, good) -> None:
+    """Write a damaged checkpoint to ``path``: the bytes or the object ``damage`` names, from the good file."""
+    raw = good.read_bytes()
+    data = torch.load(good, weights_only=True)
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "text":
+        path.write_text("not a checkpoint\n")
+    elif damage == "truncated":
+        path.write_bytes(raw[:len(raw) // 2])
+    elif damage == "a_list":
+        torch.save([1, 2, 3], path)
+    elif damage == "a_tensor":
+        torch.save(torch.zeros(3), path)
+    elif damage == "no_vocabulary":
+        torch.save({k: v for k, v in data.items() if k != "vocabulary"}, path)
+    elif damage == "config_not_a_dict":
+        torch.save(data | {"config": "big"}, path)
+    elif damage == "missing_weight":
+        data["state_dict"].pop("transformer.norm.weight")
+        torch.save(data, path)
+    elif damage == "folder":
+        path.mkdir()
+
+
+@pytest.mark.parametrize("damage", ["empty", "text", "truncated", "a_list", "a_tensor", "no_vocabulary",
+                                    "config_not_a_dict", "missing_weight", "folder"])
+def test_a_damaged_checkpoint_is_refused_naming_its_path_and_how_to_rebuild_it(tmp_path, damage):
+    good = tmp_path / "good.pt"
+    save(random_model(), good)
+    path = tmp_path / f"{damage}.pt"
+    _damaged(path, damage, good)
+    with pytest.raises(CheckpointError) as info:
+        load(path)
+    message = str(info.value)
+    assert str(path) in message and "make artifacts" in message
+    assert isinstance(info.value, ValueError)  # one type for every refusal, as before
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_checkpoint_with_nan_or_inf_weights_is_refused_naming_the_tensor(tmp_path, value):
+    path = tmp_path / "model.pt"
+    save(random_model(), path)
+    data = torch.load(path, weights_only=True)
+    data["state_dict"]["transformer.norm.weight"][3] = value
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=r"not finite \(nan or inf\) in transformer\.norm\.weight") as info:
+        load(path)
+    assert str(path) in str(info.value)
 
 
 def test_load_reference_gives_the_committed_model_in_eval_mode():

@@ -183,6 +183,32 @@ def test_paired_losses_reject_mismatched_shapes_and_nonpositive_beta(loss):
         loss(a, a, a, a, beta=0.0)
 
 
+@pytest.mark.parametrize("loss", PAIRED)
+@pytest.mark.parametrize("beta", [math.inf, math.nan, -math.inf])
+def test_paired_losses_reject_a_beta_that_is_not_finite_and_positive(loss, beta):
+    a = torch.zeros(3)
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        loss(a, a, a, a, beta=beta)
+
+
+@pytest.mark.parametrize("loss", PAIRED)
+def test_paired_losses_reject_an_empty_batch_instead_of_a_nan_mean(loss):
+    a = torch.zeros(0)
+    with pytest.raises(ValueError, match="at least one pair"):
+        loss(a, a, a, a, beta=0.1)
+
+
+def test_sampled_and_expected_dpo_reject_no_pairs_and_a_nan_tau():
+    logits, ref, rewards = torch.zeros(2, 3), torch.full((2, 3), 1 / 3), torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="at least one pair"):
+        dpo.sampled_dpo_loss(logits, ref, torch.zeros(2, 3, 3), beta=0.5)
+    for tau in (math.nan, math.inf, 0.0):
+        with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+            dpo.expected_dpo_loss(logits, ref, rewards, tau=tau, beta=0.5)
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        dpo.expected_dpo_loss(logits, ref, rewards, tau=0.5, beta=math.inf)
+
+
 def test_other_losses_validate_their_inputs():
     a, b = -torch.ones(3), -torch.ones(4)
     with pytest.raises(ValueError, match="shape"):
@@ -338,6 +364,18 @@ def test_tabular_dpo_on_the_exact_loss_reaches_the_optimum():
     assert optimal.gain_fraction(pi, ref, rewards, tau * beta) > 0.999
     assert torch.allclose(pi, optimal.optimal_policy(ref, rewards, tau * beta), atol=1e-3)
     assert pi[-1, -1].item() == 0.0                       # padding keeps probability 0
+
+
+def test_tabular_dpo_on_the_merged_test_view_reaches_the_full_views_optimum():
+    """Lesson 04 trains on the view merged by equal reward (seconds, not hours): spread back over every candidate,
+    the policy is the full view's pi*."""
+    from helpers import enumerable
+    full = enumerable.load_view("test").subset(range(0, 452, 3))
+    view = full.by_reward()
+    tau, beta = 0.5, 0.5
+    pi, _ = dpo.tabular_dpo(view.ref_probs, lambda l: dpo.expected_dpo_loss(l, view.ref_probs, view.rewards, tau,
+                                                                             beta), steps=150, lr=0.3)
+    assert optimal.gain_fraction(view.expand(pi), full.ref_probs, full.rewards, tau * beta) > 0.99
 
 
 def test_sampled_pairs_follow_the_annotator_and_never_pair_a_candidate_with_itself():

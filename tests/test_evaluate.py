@@ -1,6 +1,7 @@
 """The scorecard: Wilson intervals, rates on hand-made samples, win rate, sequence-level KL, the full protocol."""
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -280,3 +281,80 @@ def test_gap_closed_is_zero_at_the_reference_and_one_at_the_best():
     assert evaluate.gap_closed(-0.5, -0.5, 1.0) == 0.0
     assert evaluate.gap_closed(1.0, -0.5, 1.0) == 1.0
     assert evaluate.gap_closed(0.25, -0.5, 1.0) == pytest.approx(0.5)
+
+
+
+@pytest.mark.parametrize("bad", ["missing", "empty", "against_text"])
+def test_evaluate_command_on_a_bad_checkpoint_exits_with_a_one_line_message_naming_it(tmp_path, bad):
+    from helpers import cli
+
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    args = {"missing": [str(tmp_path / "missing.pt")], "empty": [str(tmp_path / "empty.pt")],
+            "against_text": ["--against", str(tmp_path / "text.pt")]}[bad]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["evaluate", *args])
+    message = info.value.code  # a string: Python prints it to stderr and exits with status 1
+    assert isinstance(message, str) and "\n" not in message
+    assert args[-1] in message and "make artifacts" in message
+
+
+def test_evaluate_command_on_an_empty_checkpoint_prints_no_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "helpers", "evaluate", str(path)], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pass@k
+
+@pytest.mark.parametrize("n, c, k", [(n, c, k) for n in (1, 4, 7) for c in range(n + 1) for k in range(1, n + 1)])
+def test_pass_at_k_is_the_share_of_k_subsets_holding_a_correct_sample(n, c, k):
+    """Brute force: of all C(n, k) ways to pick k of the n samples (the first c correct), the share with a correct one."""
+    subsets = list(itertools.combinations(range(n), k))
+    hits = sum(any(i < c for i in subset) for subset in subsets)
+    assert evaluate.pass_at_k(n, c, k) == pytest.approx(hits / len(subsets), abs=1e-12)
+
+
+def test_pass_at_1_is_the_rate_and_exceeds_the_with_replacement_guess():
+    assert evaluate.pass_at_k(20, 7, 1) == pytest.approx(7 / 20)
+    # 1 - (1 - c/n)^k treats the k draws as independent (with replacement): lower whenever 1 < k < n and 0 < c < n
+    assert evaluate.pass_at_k(20, 2, 8) == pytest.approx(1 - (12 * 11) / (20 * 19))
+    assert evaluate.pass_at_k(20, 2, 8) > 1 - (1 - 2 / 20) ** 8 + 0.05
+
+
+@pytest.mark.parametrize("n, c, k", [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5)])
+def test_pass_at_k_rejects_impossible_counts(n, c, k):
+    with pytest.raises(ValueError, match="pass_at_k needs"):
+        evaluate.pass_at_k(n, c, k)
+
+
+def test_pass_rates_counts_correct_samples_on_answerable_prompts_only(monkeypatch):
+    """A scripted sampler: on the i-th answerable prompt, draws 0..i-1 are correct and the rest wrong; every other
+    prompt is dropped before sampling."""
+    ps = of("answerable", 4) + of("harmful", 2)
+    seeds = []
+
+    def scripted(policy, prompts, temperature, seed):
+        seeds.append(seed)
+        j = seed - 100
+        texts = [world.response(p, "correct" if j < i else "wrong", j) for i, p in enumerate(prompts)]
+        return Samples(list(prompts), texts, [True] * len(prompts), [[]] * len(prompts), [[]] * len(prompts))
+
+    monkeypatch.setattr(evaluate, "sample_responses", scripted)
+    rates = evaluate.pass_rates(None, n=5, seed=100, prompts=ps)
+    assert [p.category for p in rates.prompts] == ["answerable"] * 4
+    assert rates.correct == [0, 1, 2, 3] and rates.n == 5 and seeds == [100, 101, 102, 103, 104]
+    assert rates.at(1) == pytest.approx((0 + 1 + 2 + 3) / 20)
+    assert rates.figures((1, 3)) == {"pass@1": rates.at(1),
+                                     "pass@3": sum(evaluate.pass_at_k(5, c, 3) for c in (0, 1, 2, 3)) / 4}
+    with pytest.raises(ValueError, match="answerable"):
+        evaluate.pass_rates(None, n=2, prompts=of("harmful", 2))

@@ -2,12 +2,13 @@
 reference implementation, broken files and infinite loops cost that student, never the grader run."""
 import copy
 import json
+import os
 import time
 
 import pytest
 
 from helpers.assignments import exercises as ex
-from helpers.assignments import grading
+from helpers.assignments import grading, sandbox
 
 SOLUTION = ex.SOLUTIONS_DIR / "01-alignment-problem-solutions.ipynb"
 EXERCISE = ex.exercise_path(SOLUTION)
@@ -35,6 +36,12 @@ FLAGGED = {
     "rebinding checks": "checks = None",
     "patching the checks": "def f():\n    pass\nchecks.check_objective = f",
     "patching torch": "torch.allclose = lambda *a, **k: True",
+    "patching torch through an alias": "t = torch\nt.allclose = lambda *a, **k: True",
+    "patching torch through an alias of an alias": "a, b = torch, 1\nc = a\nc.allclose = print",
+    "patching torch through a default argument": "def f(t=torch):\n    t.allclose = print\nf()",
+    "operator.attrgetter": "from operator import attrgetter\nf = attrgetter('optim' + 'al_policy')",
+    "operator.methodcaller": "import operator\nf = operator.methodcaller('x')",
+    "a module the answer wrote": "open('patch.py', 'w').write('x = 1')\nimport patch",
     "a string naming the reference": "name = 'wilson_interval'",
     "a shell escape": "!cat ../helpers/optimal.py",
     "a magic": "%run -i ../helpers/optimal.py",
@@ -49,6 +56,7 @@ ALLOWED = {
     "the world": "from helpers import world\nimport math\nx = math.sqrt(2)",
     "attributes of its own objects": "def f(model):\n    for p in model.parameters():\n        p.requires_grad = False",
     "torch's KL": "kl = torch.distributions.kl_divergence",
+    "attributes of a tensor it made": "x = torch.zeros(3)\nx.requires_grad = True",
     "not even Python": "def f(:\n",
 }
 
@@ -65,6 +73,17 @@ def test_ordinary_answers_are_not_flagged(code):
 
 # ---------------------------------------------------------------------------------------------------------------
 # grading a folder of submissions
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_sandbox() -> None:
+    """Skip (with the reason) where bubblewrap cannot run; under CI=true fail instead, as .ci/run installs it."""
+    why = sandbox.problem()
+    if why:
+        (pytest.fail if _ci() else pytest.skip)(f"the grader's sandbox cannot run here: {why}")
+
 
 def _answers() -> dict[str, str]:
     return ex.answers(ex.read(SOLUTION))
@@ -102,14 +121,15 @@ CHEATING = {
 
 
 def _expected_csv(points: dict[str, dict[str, float]]) -> str:
-    rows = ["student,exercise,points,max_points"]
+    rows = ["student,exercise,points,max_points,notes"]
     for student in sorted(points):
         for label, best in MAX_POINTS.items():
-            rows.append(f"{student},{label},{points[student].get(label, 0):g},{best}")
+            rows.append(f"{student},{label},{points[student].get(label, 0):g},{best},")
     return "\n".join(rows) + "\n"
 
 
 def _grade(folder, notebooks: dict, timeout: float) -> float:
+    require_sandbox()
     folder.mkdir()
     for name, nb in notebooks.items():
         (folder / f"{name}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb))
@@ -178,3 +198,13 @@ def test_answers_are_taken_by_grade_id_and_nothing_else():
     answers = grading._answers(nb)
     assert set(answers) == set(_answers())
     assert all("extra cell" not in source for _, source in answers.values())
+
+
+def test_every_course_check_cell_is_judged_outside_the_notebook():
+    """Every check cell of every lesson is only calls like ``checks.check_x(answer, hidden=True)``, which the judge
+    replays in the grader's process; a cell of another form would fall back to the notebook's own (forgeable) status."""
+    for solution in ex.solution_notebooks():
+        nb = ex.release(ex.read(solution), keep_hidden=True)
+        for cell in nb.cells:
+            if ex.is_check(cell):
+                assert grading._check_calls(cell.source), (solution.name, cell.source)

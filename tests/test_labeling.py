@@ -39,6 +39,15 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def alice_labeled_the_first(folder: Path, n: int) -> tuple[list[Item], Path]:
+    """``n`` items and alice's label file in ``folder``, holding one label: "a" on the first item."""
+    items = make_items(n)
+    session = LabelingSession(items, folder, "alice")
+    session.label("a")
+    session.close()
+    return items, folder / "alice.jsonl"
+
+
 class FakeClock:
     def __init__(self):
         self.now = 100.0
@@ -222,6 +231,62 @@ def test_a_torn_last_line_is_reported_and_does_not_swallow_the_next_record(tmp_p
     session.label("b")
     with pytest.warns(labeling.LabelFileWarning, match="line 2"):
         assert [lab.label for lab in LabelingSession(items, tmp_path, "alice").labels] == ["a", "b"]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ('{"action": []}', "unknown action"),
+    ('{"action": {"label": 1}}', "unknown action"),
+    ('{"action": null}', "unknown action"),
+    ('{"action": ' + "1" * 5000 + "}", "not JSON"),
+    ('{"action": "undo", "item": "\\ud800", "annotator": "alice", "time": "t"}', "field 'item' is not valid text"),
+    ('{"action": "undo", "item": "x", "annotator": ["alice"], "time": "t"}', "field 'annotator' missing"),
+    ("[" * 100_000, "nested too deeply"),
+    ('{"action": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ('{"action": "label", "rationale": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+])
+def test_a_line_of_the_wrong_types_or_nested_without_end_is_reported_and_skipped(tmp_path, damage, reason):
+    items, path = alice_labeled_the_first(tmp_path, 3)
+    path.write_text(path.read_text() + damage + "\n")
+    with pytest.warns(labeling.LabelFileWarning, match=f"line 2: {reason}"):
+        reopened = LabelingSession(items, tmp_path, "alice")
+    assert [d.line for d in reopened.damaged] == [2] and reopened.progress == (1, 3)
+    with pytest.warns(labeling.LabelFileWarning, match=f"line 2: {reason}"):
+        merged = labeling.read_labels(tmp_path)
+    assert len(merged.labels) == 1 and [d.line for d in merged.damaged] == [2]
+
+
+@pytest.mark.parametrize("field, value", [("rationale", ["why"]), ("rationale", {"x": 1}), ("source", 3)])
+def test_an_optional_field_of_the_wrong_type_is_a_damaged_line(tmp_path, field, value):
+    items, path = alice_labeled_the_first(tmp_path, 2)
+    record = lines(path)[0] | {field: value}
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.warns(labeling.LabelFileWarning, match=f"line 1: field {field!r}"):
+        assert LabelingSession(items, tmp_path, "alice").progress == (0, 2)
+
+
+def test_a_record_claiming_another_annotator_is_damaged_in_its_own_session(tmp_path):
+    items, path = alice_labeled_the_first(tmp_path, 3)
+    forged = lines(path)[0] | {"annotator": "bob", "item": items[1].id}
+    path.write_text(path.read_text() + json.dumps(forged) + "\n")
+    with pytest.warns(labeling.LabelFileWarning, match="line 2: annotator 'bob' in the file of 'alice'"):
+        reopened = LabelingSession(items, tmp_path, "alice")
+    assert [d.line for d in reopened.damaged] == [2]
+    assert [lab.item for lab in reopened.labels] == [items[0].id] and reopened.progress == (1, 3)
+    with pytest.warns(labeling.LabelFileWarning, match="annotator 'bob' in the file of 'alice'"):
+        merged = labeling.read_labels(tmp_path)
+    assert merged.annotators == ["alice"] and len(merged.labels) == 1
+
+
+def test_a_file_whose_records_claim_another_annotator_never_replaces_that_annotators_labels(tmp_path):
+    items = make_items(6)
+    labeling.simulate(LabelingSession(items, tmp_path, "bob"), world.Annotator(seed=1))
+    bob = {lab.item: lab.label for lab in labeling.read_labels(tmp_path).labels}
+    forged = [r | {"label": "skip"} for r in lines(tmp_path / "bob.jsonl")]  # zed sorts after bob: it would win
+    (tmp_path / "zed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in forged))
+    with pytest.warns(labeling.LabelFileWarning, match="zed.jsonl line 1: annotator 'bob' in the file of 'zed'"):
+        merged = labeling.read_labels(tmp_path)
+    assert len(merged.damaged) == 6 and merged.annotators == ["bob"]
+    assert {lab.item: lab.label for lab in merged.labels} == bob
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -547,6 +612,25 @@ def test_view_simulate_clicks_through_the_same_path(tmp_path, make_view):
     assert view.simulate(world.Annotator(seed=0), n=3) == 3
     assert "labeled 3 of 5" in view.header.value
     assert {r["source"] for r in lines(tmp_path / "sim.jsonl")} == {"simulated"}
+
+
+def test_view_simulate_sends_each_widget_once_not_an_update_per_label(tmp_path, monkeypatch):
+    """Lesson 02 (section 8) simulates hundreds of labels through the view: one message per changed widget value
+    and label would exceed JupyterLab's IOPub limit (1,000 messages/s) and lose the cell's output."""
+    import ipywidgets
+    sent = []
+    monkeypatch.setattr(ipywidgets.Widget, "_send", lambda self, msg, buffers=None: sent.append((self, msg)))
+    view = LabelingWidget(LabelingSession(make_items(40), tmp_path, "sim", seed=0))
+    sent.clear()
+    assert view.simulate(world.Annotator(seed=0)) == 40
+    shown, todo = [], [view.box]  # every widget in the view
+    while todo:
+        shown.append(todo.pop())
+        todo.extend(getattr(shown[-1], "children", ()))
+    assert 0 < len(sent) <= len(shown)
+    assert len({id(widget) for widget, _ in sent}) == len(sent)  # one message per widget
+    assert all(msg["method"] == "update" for _, msg in sent)
+    assert "labeled 40 of 40" in view.header.value
 
 
 def test_bench_labeling_reports_the_time_for_200_pairs():

@@ -18,7 +18,7 @@ TOP = ("helpers.bench", "helpers.assignments", "helpers.cli")
 MAY_IMPORT_TOP = ("helpers.bench", "helpers.assignments", "helpers.cli", "helpers.__main__", "helpers")
 # training code: what an algorithm runs to change a model; it may sample, never import evaluation or the benchmark
 TRAINING = ("helpers.pretrain", "helpers.sft", "helpers.reward", "helpers.ppo", "helpers.dpo", "helpers.sampling",
-            "helpers.optimal")
+            "helpers.optimal", "helpers.grpo", "helpers.verifiable")
 
 
 def module_name(path: Path) -> str:
@@ -106,6 +106,12 @@ def test_ppo_pieces_import_without_the_rlhf_loop_and_checks_stay_reachable():
     out = _fresh_import("import sys; from helpers import ppo; print('helpers.rlhf' in sys.modules); "
                         "from helpers import checks; print(callable(checks.check_gae))")
     assert out.split() == ["False", "True"]
+
+
+def test_grpo_imports_neither_the_rlhf_loop_nor_evaluation():
+    out = _fresh_import("import sys; from helpers import grpo; "
+                        "print('helpers.rlhf' in sys.modules, 'helpers.evaluate' in sys.modules)")
+    assert out.split() == ["False", "False"]
 
 
 def _readme_layout_paths() -> list[str]:

@@ -330,6 +330,24 @@ def test_generate_rejects_a_prompt_that_fills_the_context(length):
         model.generate([[1, 4, 2], [1] + [4] * (length - 2) + [2]], max_new_tokens=2)
 
 
+@pytest.mark.parametrize("max_new_tokens", [0, -1, 2.5])
+def test_generate_rejects_a_max_new_tokens_below_1(max_new_tokens):
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an int >= 1"):
+        lm(SMALL_CFG).generate([[1, 4, 2]], max_new_tokens=max_new_tokens)
+
+
+@pytest.mark.parametrize("top_k", [0, -3, 1.5])
+def test_generate_rejects_a_top_k_below_1(top_k):
+    with pytest.raises(ValueError, match=r"top_k must be None or an int >= 1"):
+        lm(SMALL_CFG).generate([[1, 4, 2]], max_new_tokens=2, top_k=top_k)
+
+
+@pytest.mark.parametrize("prompts", [[[]], [[1, 4, 2], []]])
+def test_generate_rejects_an_empty_prompt_naming_it(prompts):
+    with pytest.raises(ValueError, match=f"prompt {len(prompts) - 1} is empty"):
+        lm(SMALL_CFG).generate(prompts, max_new_tokens=2)
+
+
 def test_generate_rejects_an_empty_prompt_list():
     with pytest.raises(ValueError):
         lm(SMALL_CFG).generate([], max_new_tokens=2)
@@ -367,6 +385,34 @@ def test_score_reads_the_output_at_each_rows_eos():
     ids = torch.cat([batch.input_ids, torch.full((3, extra), TOK.pad_id)], dim=1)
     mask = torch.cat([batch.attention_mask, torch.zeros(3, extra, dtype=torch.long)], dim=1)
     assert torch.allclose(model.score(ids, mask), got, atol=1e-5)
+
+
+@pytest.mark.parametrize("fault, message", [("all_zero", "attention_mask row 1 has no real token"),
+                                            ("two", "attention_mask must hold only 0 and 1")])
+def test_forward_and_score_reject_a_mask_without_real_tokens_or_with_other_values(fault, message):
+    batch = pad_sequences([TOK.encode_prompt("what is 2 plus 2 ?")] * 2, [[TOK.eos_id]] * 2, TOK.pad_id)
+    mask = batch.attention_mask.clone()
+    if fault == "all_zero":
+        mask[1] = 0
+    else:
+        mask[0, 1] = 2
+    from helpers.reward import RewardModel
+    for call in (lm().__call__, scalar().__call__, scalar().score, RewardModel(WORLD_CFG).score):
+        with pytest.raises(ValueError, match=message):
+            call(batch.input_ids, mask)
+
+
+@pytest.mark.parametrize("fault, message", [("all_zero", "response_mask row 0 marks no response token"),
+                                            ("two", "response_mask must hold only 0 and 1")])
+def test_sequence_logprobs_rejects_a_mask_without_response_tokens_or_with_other_values(fault, message):
+    logits, ids, mask = random_case(0)
+    mask = mask.clone()
+    if fault == "all_zero":
+        mask[0] = 0
+    else:
+        mask[1, 5] = 2
+    with pytest.raises(ValueError, match=message):
+        sequence_logprobs(logits, ids, mask)
 
 
 def test_scalar_model_from_language_model_copies_the_transformer():

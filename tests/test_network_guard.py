@@ -142,3 +142,132 @@ def test_notebook_kernel_starts_with_the_guard(tmp_path):
         "import socket; print(hasattr(socket.socket.connect, '__netguard_original__'))")])
     NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert nb.cells[0].outputs[0]["text"].strip() == "True"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# name resolution (a DNS query leaves before any connect), sendmsg, and the raw _socket.socket
+
+@pytest.mark.parametrize("call", [("getaddrinfo", ("example.org", 443)), ("getaddrinfo", (b"pypi.org", None)),
+                                  ("gethostbyname", ("example.org",)), ("gethostbyname_ex", ("example.org",)),
+                                  ("gethostbyaddr", (BLOCKED_IP,)), ("gethostbyaddr", ("example.org",)),
+                                  ("getnameinfo", ((BLOCKED_IP, 80), 0))], ids=str)
+def test_resolvers_block_a_lookup_that_would_send_a_query(call):
+    name, args = call
+    recorder = Recorder()
+    resolve = netguard.guarded_resolver(lambda *a: recorder(None, *a), name)
+    with pytest.raises(netguard.NetworkBlocked, match="blocked in tests") as info:
+        resolve(*args)
+    assert isinstance(info.value, socket.gaierror)  # code that copes with being offline copes with this too
+    assert recorder.calls == []
+
+
+@pytest.mark.parametrize("call", [("getaddrinfo", ("localhost", 8888)), ("getaddrinfo", ("127.0.0.1", 80)),
+                                  ("getaddrinfo", (None, 8888)), ("getaddrinfo", ("", 0)),
+                                  ("getaddrinfo", (BLOCKED_IP, 80)), ("getaddrinfo", ("::1", 80)),
+                                  ("gethostbyname", ("localhost",)), ("gethostbyname", ("10.0.0.1",)),
+                                  ("gethostbyaddr", ("127.0.0.1",)),
+                                  ("getnameinfo", ((BLOCKED_IP, 80), socket.NI_NUMERICHOST))], ids=str)
+def test_resolvers_let_through_what_sends_no_query(call):
+    """Loopback names, numeric addresses (nothing to look up: a connect to them is still checked) and no host."""
+    name, args = call
+    recorder = Recorder()
+    assert netguard.guarded_resolver(lambda *a: recorder(None, *a), name)(*args) == 0
+    assert recorder.calls == [args]
+
+
+def test_installed_guard_blocks_dns_before_a_url_is_opened(monkeypatch):
+    """urllib resolves the name first: that query is what must not leave."""
+    import _socket
+    import urllib.error
+    import urllib.request
+
+    assert _socket.getaddrinfo.__netguard_original__ is not None
+    recorder = Recorder()
+    monkeypatch.setattr(_socket, "getaddrinfo", netguard.guarded_resolver(lambda *a: recorder(None, *a),
+                                                                          "getaddrinfo"))
+    with pytest.raises(urllib.error.URLError, match="blocked in tests"):
+        urllib.request.urlopen("http://example.org/", timeout=0.01)
+    with pytest.raises(netguard.NetworkBlocked):
+        socket.getaddrinfo("example.org", 80)
+    with pytest.raises(netguard.NetworkBlocked):
+        socket.create_connection(("example.org", 80), timeout=0.01)
+    assert recorder.calls == []
+
+
+def test_installed_guard_covers_every_resolver_of_socket_and__socket():
+    import _socket
+    for name in netguard.RESOLVERS:
+        assert hasattr(getattr(_socket, name), "__netguard_original__"), name
+        if name != "getaddrinfo":  # socket.getaddrinfo is Python code that calls _socket.getaddrinfo
+            assert hasattr(getattr(socket, name), "__netguard_original__"), name
+    with pytest.raises(netguard.NetworkBlocked):
+        socket.gethostbyname("example.org")
+    assert socket.gethostbyname("localhost").startswith("127.")
+
+
+def test_sendmsg_with_an_address_is_guarded():
+    recorder = Recorder()
+    sendmsg = netguard.guarded(recorder, "sendmsg")
+    with pytest.raises(RuntimeError, match="blocked in tests"):
+        sendmsg(FakeSocket(socket.AF_INET), [b"x"], [], 0, (BLOCKED_IP, 53))
+    assert recorder.calls == []
+    sendmsg(FakeSocket(socket.AF_INET), [b"x"])                       # to the connected peer: connect was checked
+    sendmsg(FakeSocket(socket.AF_INET), [b"x"], [], 0, ("127.0.0.1", 53))
+    sendmsg(FakeSocket(socket.AF_UNIX), [b"x"], [], 0, "/tmp/kernel.sock")
+    assert len(recorder.calls) == 3
+
+
+def test_installed_guard_blocks_sendmsg_on_a_real_socket_without_sending():
+    assert "sendmsg" in netguard.GUARDED_METHODS and netguard.installed()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(RuntimeError, match="blocked in tests"):
+            sock.sendmsg([b"x"], [], 0, (BLOCKED_IP, 9))
+
+
+def test_installed_guard_blocks_the_raw__socket_socket_too():
+    """``_socket.socket`` is the C class under ``socket.socket``: code that uses it directly is checked the same."""
+    import _socket
+    sock = _socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for call in (lambda: sock.connect((BLOCKED_IP, 9)), lambda: sock.connect_ex((BLOCKED_IP, 9)),
+                     lambda: sock.sendto(b"x", (BLOCKED_IP, 9)), lambda: sock.sendmsg([b"x"], [], 0, (BLOCKED_IP, 9))):
+            with pytest.raises(RuntimeError, match="blocked in tests"):
+                call()
+        sock.sendto(b"x", ("127.0.0.1", 9))  # loopback still works (UDP: nothing needs to listen)
+    finally:
+        sock.close()
+    assert issubclass(_socket.socket, socket.socket.__mro__[1]) and _socket.SocketType is _socket.socket
+
+
+def test_loopback_and_unix_sockets_still_work_through_the_whole_guard(tmp_path):
+    """What JupyterLab and kernels need: a loopback server found by name, and a Unix socket."""
+    with socket.create_server(("localhost", 0)) as server:
+        with socket.create_connection(("localhost", server.getsockname()[1]), timeout=5) as client:
+            conn, _ = server.accept()
+            with conn:
+                client.sendall(b"ping")
+                assert conn.recv(4) == b"ping"
+    path = str(tmp_path / "s.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+            conn, _ = server.accept()
+            with conn:
+                client.sendmsg([b"pong"])
+                assert conn.recv(4) == b"pong"
+
+
+def test_uninstall_restores_everything_and_install_closes_it_again():
+    import _socket
+    raw = _socket.socket
+    netguard.uninstall()
+    try:
+        assert not netguard.installed()
+        assert not hasattr(_socket.getaddrinfo, "__netguard_original__")
+        assert not hasattr(socket.socket.sendmsg, "__netguard_original__")
+        assert _socket.socket is not raw and _socket.socket is socket.socket.__mro__[1]
+    finally:
+        netguard.install()
+    assert netguard.installed() and _socket.socket is not socket.socket.__mro__[1]

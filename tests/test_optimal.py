@@ -2,16 +2,12 @@
 
 Expected values are computed here, independently of the module: plain float64 sums and closed forms.
 """
-import dataclasses
 import math
 
 import pytest
 import torch
 
-from helpers import optimal, world
-from helpers.checkpoint import default_config
-from helpers.model import LanguageModel
-from helpers.tokenizer import Tokenizer
+from helpers import optimal
 
 BETAS = (0.05, 0.3, 1.0, 4.0)
 
@@ -194,50 +190,55 @@ def test_bad_inputs_raise_value_error(name, function):
             getattr(optimal, function)(ref, rewards, beta)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    tok = Tokenizer()
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(default_config(tok), n_embd=16, n_layer=1, n_head=2)
-    return LanguageModel(cfg).eval(), tok
+# ----------------------------------------------------------------------------------------------------------------
+# Best-of-N on the enumerable view
+
+def _best_of_n_monte_carlo(ref: torch.Tensor, scores: torch.Tensor, n: int, draws: int, seed: int) -> torch.Tensor:
+    """Frequencies of Best-of-n picks over ``draws`` rounds: n draws from ref, the highest score wins, ties broken
+    by a uniformly random draw among the tied ones. ref, scores: [K] -> [K]."""
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.multinomial(ref.expand(draws, -1), n, replacement=True, generator=g)       # [draws, n]
+    s = scores[picks] + 1e-9 * torch.rand(draws, n, generator=g, dtype=torch.float64)          # random tie-break
+    winner = picks.gather(1, s.argmax(1, keepdim=True)).squeeze(1)
+    return torch.bincount(winner, minlength=len(ref)).double() / draws
 
 
-def _prompts_of_every_category():
-    test = world.prompts("test")
-    return [next(p for p in test if p.category == c) for c in world.CATEGORIES] + [test[1]]
+@pytest.mark.parametrize("n", (1, 2, 4, 16))
+def test_best_of_n_closed_form_matches_monte_carlo_with_ties(n):
+    ref = torch.tensor([0.3, 0.1, 0.2, 0.15, 0.25, 0.0], dtype=torch.float64)
+    scores = torch.tensor([0.5, 1.0, 0.5, -1.0, 1.0, 9.0], dtype=torch.float64)   # two ties; padding scores high
+    exact = optimal.best_of_n_policy(ref, scores, n)
+    mc = _best_of_n_monte_carlo(ref, scores, n, 200_000, seed=n)
+    assert exact.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert exact[-1].item() == 0.0
+    assert torch.allclose(exact, mc, atol=4e-3), (exact, mc)
 
 
-def test_enumerable_view_rows_sum_to_one_and_rewards_are_the_gold_rewards(tiny_model):
-    model, _ = tiny_model
-    prompts = _prompts_of_every_category()
-    probs, rewards, texts = optimal.enumerable_view(model, prompts)
-    K = max(len(world.APPLICABLE[p.category]) for p in prompts)
-    assert probs.shape == rewards.shape == (len(prompts), K)
-    assert torch.allclose(probs.sum(-1), torch.ones(len(prompts)), atol=1e-5)
-    for n, p in enumerate(prompts):
-        assert texts[n] == list(world.candidates(p).values())
-        for k, text in enumerate(texts[n]):
-            assert rewards[n, k].item() == pytest.approx(world.gold_reward(p, text), abs=1e-6)
-            # (a long candidate's probability may underflow to 0 in float32 under a random-init model)
-            assert 0.0 <= probs[n, k].item() <= 1.0
-        # padding: no probability, no reward
-        assert bool((probs[n, len(texts[n]):] == 0).all()) and bool((rewards[n, len(texts[n]):] == 0).all())
+def test_best_of_one_is_the_reference_and_large_n_the_best_candidates_in_reference_proportion():
+    ref, scores = _random_problem(3)
+    assert torch.allclose(optimal.best_of_n_policy(ref, scores, 1), ref)
+    ref = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    big = optimal.best_of_n_policy(ref, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64), 400)
+    assert torch.allclose(big, torch.tensor([0.4, 0.0, 0.6], dtype=torch.float64), atol=1e-9)
 
 
-def test_enumerable_view_renormalises_the_models_own_sequence_probabilities(tiny_model):
-    """Compare with log p(y | x) built token by token with the chain rule, one forward pass per token."""
-    model, tok = tiny_model
-    p = world.prompts("test")[0]
-    probs, _, texts = optimal.enumerable_view(model, [p])
-    logps = []
-    with torch.no_grad():
-        for text in texts[0]:
-            context = tok.encode_prompt(p.text)
-            total = 0.0
-            for token in tok.encode_response(text):
-                logits = model(torch.tensor([context]))[0, -1]
-                total += torch.log_softmax(logits.double(), -1)[token].item()
-                context = context + [token]
-            logps.append(total)
-    expected = torch.softmax(torch.tensor(logps, dtype=torch.float64), -1)
-    assert torch.allclose(probs[0, :len(logps)].double(), expected, atol=1e-5)
+@pytest.mark.parametrize("n", (2, 4, 16, 64))
+def test_best_of_n_kl_meets_the_bound_with_equality_without_ties_and_below_it_with_ties(n):
+    ref, scores = _random_problem(7, n=4, k=200)      # distinct scores, many candidates: the bound is nearly tight
+    kl = optimal.kl_divergence(optimal.best_of_n_policy(ref, scores, n), ref)
+    bound = optimal.best_of_n_kl_bound(n)
+    assert bool((kl <= bound + 1e-9).all())
+    # without ties KL = log n - (n-1)/n up to the discreteness of K = 200 candidates (Beirami et al. 2024)
+    assert kl.max().item() > bound - 0.05
+    tied = torch.round(scores)                       # a handful of score levels: strictly below the bound
+    assert bool((optimal.kl_divergence(optimal.best_of_n_policy(ref, tied, n), ref) < bound - 0.01).all())
+
+
+def test_a_best_of_n_that_ignores_ties_fails_the_monte_carlo_check():
+    """The check can fail: breaking ties by the lowest index (argmax) is not what Best-of-n does."""
+    ref = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    scores = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    wrong = torch.tensor([1 - 0.5 ** 4, 0.5 ** 4], dtype=torch.float64)      # index 0 wins whenever it is drawn
+    mc = _best_of_n_monte_carlo(ref, scores, 4, 100_000, seed=0)
+    assert not torch.allclose(wrong, mc, atol=4e-3)
+    assert torch.allclose(optimal.best_of_n_policy(ref, scores, 4), mc, atol=4e-3)

@@ -33,6 +33,11 @@ def test_bradley_terry_loss_rejects_mismatched_shapes():
         reward.bradley_terry_loss(torch.zeros(3), torch.zeros(4))
 
 
+def test_bradley_terry_loss_rejects_an_empty_batch_instead_of_a_nan_mean():
+    with pytest.raises(ValueError, match="at least one pair"):
+        reward.bradley_terry_loss(torch.zeros(0), torch.zeros(0))
+
+
 def test_bradley_terry_mle_on_a_tournament_satisfies_the_stationarity_condition():
     """At the maximum-likelihood scores, every player's wins equal its expected wins: sum_j n_ij (w_ij - sigma(s_i - s_j)) = 0."""
     wins = torch.tensor([[0, 7, 9, 5], [3, 0, 6, 8], [1, 4, 0, 6], [5, 2, 4, 0]], dtype=torch.float64)

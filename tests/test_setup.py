@@ -3,7 +3,8 @@
 - constraints.txt (the tested lock), environment.yml (its mirror for conda) and pyproject.toml (ranges) agree;
 - the running environment has exactly the pinned versions;
 - the README's quick start is `make lab` and `make test`, and the Makefile has the targets it names;
-- JupyterLab starts headless the way `make lab` starts it, and serves the lab page.
+- JupyterLab starts headless the way `make lab` starts it, and serves the lab page;
+- with the course's own Lab settings (lab/overrides.json): no news prompt, no news or update requests.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from lab_settings import make_lab_options
 
 try:
     import tomllib
@@ -214,15 +217,17 @@ def get(url: str, timeout: float = 5) -> tuple[int, str]:
 
 @pytest.fixture
 def jupyterlab(tmp_path):
-    """JupyterLab on a free loopback port, started like `make lab` (from the repo root, on notebooks/)."""
+    """JupyterLab on a free loopback port, started like `make lab` (from the repo root, on notebooks/, with the
+    options the Makefile gives it)."""
     port = free_port()
-    command = [*jupyter_command(), "lab", "notebooks/",
+    command = [*jupyter_command(), "lab", "notebooks/", *(make_lab_options() if shutil.which("make") else []),
                "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
                "--IdentityProvider.token=", "--ServerApp.password="]
     env = {**os.environ,
            # keep the user's Jupyter config and runtime files out of the test (and the test's out of them)
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
     log_path = tmp_path / "jupyterlab.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -242,9 +247,7 @@ def jupyterlab(tmp_path):
                 continue
 
 
-@pytest.mark.slow
-def test_jupyterlab_starts_headless_on_the_notebooks_folder(jupyterlab):
-    base, process, log_path = jupyterlab
+def wait_until_up(base: str, process: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + 60
     status = None
     while time.monotonic() < deadline:
@@ -258,6 +261,11 @@ def test_jupyterlab_starts_headless_on_the_notebooks_folder(jupyterlab):
         time.sleep(0.25)
     assert status == 200, f"no answer from {base}/api/status in 60 s:\n{log_path.read_text()[-3000:]}"
 
+
+@pytest.mark.slow
+def test_jupyterlab_starts_headless_on_the_notebooks_folder(jupyterlab):
+    base, process, log_path = jupyterlab
+    wait_until_up(base, process, log_path)
     status, page = get(f"{base}/lab", timeout=30)
     assert status == 200 and "JupyterLab" in page
 
@@ -266,3 +274,23 @@ def test_jupyterlab_starts_headless_on_the_notebooks_folder(jupyterlab):
     listed = {item["name"] for item in json.loads(body)["content"]}
     assert listed <= {p.name for p in NOTEBOOKS.iterdir()}, f"not the notebooks folder: {sorted(listed)}"
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} <= listed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lab_never_asks_for_or_fetches_news(jupyterlab):
+    """lab/overrides.json sets the notification plugin's defaults (JupyterLab's own are: ask whether to fetch news,
+    and check for updates), and the server's news and update endpoints answer without the network."""
+    base, process, log_path = jupyterlab
+    wait_until_up(base, process, log_path)
+    plugin = "@jupyterlab/apputils-extension:notification"
+    assert json.loads((ROOT / "lab" / "overrides.json").read_text())[plugin] == {"fetchNews": "false",
+                                                                                 "checkForUpdates": False}
+    status, body = get(f"{base}/lab/api/settings/{plugin}", timeout=30)
+    settings = json.loads(body)
+    assert settings["raw"].strip() in ("", "{}")  # no user setting: what follows are the course's defaults
+    defaults = settings["schema"]["properties"]
+    assert defaults["fetchNews"]["default"] == "false"  # "none" would show the "official Jupyter news?" prompt
+    assert defaults["checkForUpdates"]["default"] is False
+    assert json.loads(get(f"{base}/lab/api/news", timeout=30)[1]) == {"news": []}
+    assert json.loads(get(f"{base}/lab/api/update", timeout=30)[1]) == {"notification": None}

@@ -72,6 +72,20 @@ def test_decode_stops_at_the_first_eos_and_writes_out_stray_special_tokens(tok):
     assert tok.decode(ids) == "i <sep> do <pad> know <bos>"
 
 
+@pytest.mark.parametrize("bad", [-1, -300, 10_000])
+def test_decode_rejects_an_id_outside_the_vocabulary_naming_the_range(tok, bad):
+    a = tok.stoi["i"]
+    for ids in ([a, bad, tok.eos_id], torch.tensor([a, bad, tok.eos_id])):
+        with pytest.raises(ValueError, match=rf"ids must lie in \[0, {len(tok)}\).*{bad}"):
+            tok.decode(ids)
+    assert tok.decode([a, tok.eos_id, bad]) == "i"  # what follows <eos> is not decoded, so not checked
+
+
+def test_decode_rejects_a_batch_of_responses(tok):
+    with pytest.raises(ValueError, match="one response"):
+        tok.decode(torch.tensor([[4, 5, tok.eos_id]]))
+
+
 def test_a_response_with_a_stray_special_token_parses_as_malformed(tok):
     """A sampled <pad> inside a response must not vanish from the text the gold reward judges."""
     from helpers import world

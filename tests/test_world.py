@@ -460,10 +460,17 @@ def test_annotator_is_reproducible_from_its_seed():
     assert runs[0] != runs[2]
 
 
-@pytest.mark.parametrize("tau", [0.0, -0.5])
-def test_annotator_rejects_non_positive_tau(tau):
-    with pytest.raises(ValueError, match="tau"):
+@pytest.mark.parametrize("tau", [0.0, -0.5, math.nan, math.inf])
+def test_annotator_rejects_a_tau_that_is_not_finite_and_positive(tau):
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
         world.Annotator(tau=tau)
+
+
+@pytest.mark.parametrize("bias", ["length_bias", "position_bias"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_annotator_rejects_a_bias_that_is_not_finite(bias, value):
+    with pytest.raises(ValueError, match=f"{bias} must be a finite number"):
+        world.Annotator(**{bias: value})
 
 
 @pytest.mark.parametrize("delta, tau", [(0.0, 0.5), (1.0, 0.5), (-1.0, 0.5), (2.5, 2.0), (-0.3, 0.1)])
@@ -504,10 +511,16 @@ def test_bayes_accuracy_rejects_an_empty_list():
         world.bayes_accuracy([], 0.5)
 
 
-@pytest.mark.parametrize("tau", [0.0, -0.5])
-def test_bayes_accuracy_rejects_non_positive_tau(tau):
-    with pytest.raises(ValueError, match="tau"):
+@pytest.mark.parametrize("tau", [0.0, -0.5, math.nan, math.inf])
+def test_bayes_accuracy_rejects_a_tau_that_is_not_finite_and_positive(tau):
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
         world.bayes_accuracy([1.0], tau)
+
+
+def test_bayes_accuracy_rejects_a_nan_delta_and_accepts_an_infinite_one():
+    with pytest.raises(ValueError, match="deltas must not hold nan"):
+        world.bayes_accuracy([1.0, math.nan], 0.5)
+    assert world.bayes_accuracy([math.inf, -math.inf], 0.5) == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,3 +8,5 @@
 Nothing that a lesson teaches imports this folder: only the command line, the benchmark (it times grading) and the
 package's ``checks`` name do.
 """
+
+RECORD_ENV = "HELPERS_CHECK_RECORD"  # set in a graded notebook's kernel: where the checks record the learner's outputs

@@ -1,169 +1,56 @@
 """Grade a folder of submitted exercise notebooks: ``python -m helpers grade DIR``.
 
-One notebook per student (the student's name is the file's stem). For each submission the grader
+One notebook per student (the student's name is the file's stem, made safe: see :func:`student_names`). For each
+submission the grader
 
-1. takes only the answer cells (nbgrader ``solution`` cells, matched by ``grade_id``) from the submission;
-2. screens each code answer with :func:`reference_use` (a static, best-effort reading of its code with ``ast``): an
+1. reads it (nbformat 4; nbformat 3 is upgraded and a byte-order mark skipped, with a note) and takes only the
+   answer cells (nbgrader ``solution`` cells, matched by ``grade_id``);
+2. screens each code answer with :func:`.screen.reference_use` (a static, best-effort reading of its code): an
    answer that reaches the course's reference implementation or the checks is not run — the stub takes its place —
    and earns nothing;
 3. puts the answers into its own copy of the released exercise notebook, generated from the solution notebook, with
    its own check cells (the checks the learner sees plus the hidden cases), so deleting or editing check cells in a
    submission changes nothing;
-4. runs that notebook in a fresh kernel (nbclient) in a scratch folder, with HELPERS_QUIET=1 and a time limit for
-   the whole notebook (skipping the demonstration cells tagged ``grader-skip``, which no answer or check needs);
-   at the limit the kernel is killed and what has not run scores 0;
-5. gives each check cell its points if it ran without error.
+4. runs that notebook in a sandbox (:mod:`.sandbox`: bubblewrap, no network, its own processes, a memory limit, a
+   copy of ``helpers`` and nothing else of the course) in a fresh kernel (nbclient) with a time limit for the whole
+   notebook (skipping the demonstration cells tagged ``grader-skip``); at the limit the kernel is killed and what
+   has not run scores 0. Inside, each check only *records* what the learner's functions returned;
+5. judges each check cell in the grader's own process (:func:`judge`): the same check code, replayed on the recorded
+   outputs, computes the reference, names the mistake and decides the points. Nothing the notebook does to
+   ``torch`` or the checks inside its kernel reaches this process.
 
-It writes ``grades.csv`` (student, exercise, points, max_points) and ``feedback/<student>.txt`` (per exercise the
-points and the first line of the failure message). A notebook that errors, hangs or is not even JSON costs that
-student what it did not earn, never the grader run. This is not a sandbox: answer code runs with the grader's user
-rights (see the README, "For instructors"). Used by instructors, for every lesson's exercise notebook.
+It writes ``grades.csv`` (student, exercise, points, max_points, notes) and ``feedback/<student>.txt`` (per exercise
+the points and the first line of the failure message), each atomically once every notebook is graded. A notebook
+that errors, hangs, is not even JSON or has any file name costs that student what it did not earn, never the grader
+run. Used by instructors, for every lesson's exercise notebook; see the README, "For instructors", for what this
+guarantees and what it does not.
 """
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import RECORD_ENV, sandbox
 from . import exercises as ex
+from .screen import reference_use  # step 2, read here by the tests and the README
 
 DEFAULT_TIMEOUT_S = 120.0
 GRACE_S = 30.0           # beyond the notebook's limit, how long a grading process may take to stop on its own
 MAX_OUTPUT_CHARS = 200_000  # per cell; an answer that prints without end cannot fill the grader's memory
-
-# what an answer may not touch: the helpers package (but for the parts that describe the world), the checks, and
-# the ways to reach them indirectly
-ALLOWED_HELPERS_MODULES = {"world", "tokenizer", "model", "plots", "progress"}
-PROTECTED_NAMES = {"helpers", "checks"}  # the check cells call checks.*; an answer must not rebind or touch them
-REFERENCE_NAMES = {"optimal_policy", "optimal_objective", "wilson_interval", "gain_fraction", "frontier",
-                   "enumerable_view", "scorecard", "score_samples"}
-BLOCKED_MODULES = {"importlib", "builtins", "sys", "os", "inspect", "gc", "ctypes", "runpy", "IPython", "types",
-                   "subprocess", "pkgutil", "imp", "marshal", "code", "codeop", "pickle", "shutil"}
-BLOCKED_ATTRIBUTES = {"sys", "os", "importlib", "builtins", "modules", "inspect", "gc", "ctypes", "subprocess",
-                      "f_globals", "f_locals", "f_builtins", "f_back", "gi_frame", "cr_frame", "ag_frame", "tb_frame"}
-BLOCKED_CALLS = {"__import__", "eval", "exec", "compile", "getattr", "setattr", "delattr", "globals", "locals",
-                 "vars", "get_ipython", "breakpoint"}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# static screening of an answer
-
-def _python_source(code: str) -> str:
-    """IPython syntax (magics, shell escapes) as the Python it runs as, so that ``%run`` or ``!cat`` is seen."""
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-        return TransformerManager().transform_cell(code)
-    except Exception:  # IPython missing or the cell is not even IPython: read it as plain Python
-        return code
-
-
-def _docstring_nodes(tree: ast.AST) -> set[int]:
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                out.add(id(first.value))
-    return out
-
-
-def _root_name(node: ast.AST) -> str | None:
-    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
-        node = node.func if isinstance(node, ast.Call) else node.value
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def reference_use(code: str) -> str | None:
-    """Why an answer cell must not run (it reaches the course's implementation or the checks), or None.
-
-    Static and best-effort: it reads the code, it does not run it. It flags imports of ``helpers`` (other than the
-    world's description), any use of the names ``helpers`` and ``checks``, the names of the reference functions as
-    attributes, strings that name them, dunder attributes, the builtins that import or evaluate code by name
-    (``__import__``, ``eval``, ``exec``, ``getattr``, ...), modules that reach other modules (``importlib``,
-    ``sys``, ``builtins``, ``inspect``, ...), IPython magics and shell escapes, and assignments to attributes of
-    objects the cell did not create (patching ``torch`` or ``checks``). Code that does not parse is not flagged:
-    it fails when it runs.
-    """
-    source = _python_source(code)
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    docstrings = _docstring_nodes(tree)
-    local = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            local.add(node.id)
-        elif isinstance(node, ast.arg):
-            local.add(node.arg)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            local.add(node.name)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                root = alias.name.split(".")[0]
-                if root == "helpers":
-                    return f"it imports {alias.name}: answers may not use the course's own package"
-                if root in BLOCKED_MODULES:
-                    return f"it imports {alias.name}, which can reach the course's implementation"
-                if (alias.asname or root) in PROTECTED_NAMES:
-                    return f"it rebinds the name {alias.asname or root!r}, which the check cells use"
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            root = module.split(".")[0]
-            if node.level:
-                return "it uses a relative import"
-            if root == "helpers":
-                parts = module.split(".")
-                names = [a.name for a in node.names]
-                inner = parts[1] if len(parts) > 1 else None
-                if inner not in ALLOWED_HELPERS_MODULES and not (
-                        inner is None and all(n in ALLOWED_HELPERS_MODULES for n in names)):
-                    return (f"it imports {', '.join(names)} from {module}: calling the course's implementation "
-                            f"earns nothing")
-            if root in BLOCKED_MODULES:
-                return f"it imports from {module}, which can reach the course's implementation"
-            for alias in node.names:
-                if (alias.asname or alias.name) in PROTECTED_NAMES:
-                    return f"it rebinds the name {alias.asname or alias.name!r}, which the check cells use"
-                if alias.name in REFERENCE_NAMES:
-                    return f"it imports {alias.name}: calling the course's implementation earns nothing"
-        elif isinstance(node, ast.Name):
-            if node.id in PROTECTED_NAMES:
-                return f"it uses the name {node.id!r}: answers may not call the course's package or the checks"
-            if node.id in BLOCKED_CALLS or node.id.startswith("__"):
-                return f"it uses {node.id}, which can reach code by name"
-            if node.id in BLOCKED_MODULES and node.id not in local:
-                return f"it uses {node.id}, which can reach the course's implementation"
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("__"):
-                return f"it uses the attribute {node.attr}, which can reach the course's implementation"
-            if node.attr in REFERENCE_NAMES:
-                return f"it calls {node.attr} from the course's implementation: that earns nothing"
-            if node.attr in BLOCKED_ATTRIBUTES:
-                return f"it uses the attribute {node.attr}, which can reach the course's implementation"
-            if isinstance(node.ctx, (ast.Store, ast.Del)) and _root_name(node) not in local:
-                return f"it changes an attribute of {_root_name(node) or 'an object it did not create'}"
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            if PROTECTED_NAMES & set(node.names):
-                return "it rebinds a name the check cells use"
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            text = node.value
-            named = [w for w in ("helpers", *REFERENCE_NAMES) if w in text]
-            if named:
-                return f"a string in it names {named[0]}, as code that reaches the course's implementation does"
-    for name in local & PROTECTED_NAMES:
-        return f"it rebinds the name {name!r}, which the check cells use"
-    return None
-
+MAX_RECORD_BYTES = 64 * 1024 ** 2  # what the checks may record per notebook (the course's cases need a few MB)
 
 # ----------------------------------------------------------------------------------------------------------------
 # the assignment: what is graded, and the grader's own copy of the notebook
@@ -218,7 +105,7 @@ def choose_assignment(submissions: list[Path], assignments: list[Assignment]) ->
     votes = {a.name: 0 for a in assignments}
     for path in submissions:
         try:
-            ids = set(_answers(json.loads(path.read_text(encoding="utf-8"))))
+            ids = set(_answers(read_submission(path)[0]))
         except Exception:
             continue
         best = max(assignments, key=lambda a: len(a.answer_ids & ids))
@@ -231,7 +118,71 @@ def choose_assignment(submissions: list[Path], assignments: list[Assignment]) ->
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# grading one notebook (in its own process: see _worker_main)
+# reading a submission: any file name, nbformat 4 (3 and a byte-order mark are read too)
+
+MAX_NOTEBOOK_BYTES = 50 * 1024 ** 2
+_UNSAFE = re.compile(r"[^\w.\-]+")
+# ANSI escape sequences, then the other control characters (but tab and newline) and Unicode's direction overrides
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text) -> str:
+    """``text`` without terminal escapes and control characters (but newlines and tabs): safe in feedback and CSV."""
+    text = str(text).encode("utf-8", "replace").decode("utf-8")  # lone surrogates from odd file names
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
+
+def student_names(paths: list[Path]) -> dict[Path, tuple[str, str | None]]:
+    """For each submission, the student's name (the file's stem, made safe for a file and a CSV cell: letters,
+    digits, ``_ . -``; unique) and a note saying how it was changed (None when it was not)."""
+    out, used = {}, set()
+    for path in paths:
+        raw = os.fsencode(path.name)
+        raw = raw[:-len(b".ipynb")] if raw.endswith(b".ipynb") else raw
+        text = raw.decode("utf-8", "replace")
+        safe = _UNSAFE.sub("_", unicodedata.normalize("NFC", text)).strip("._")[:80] or "student"
+        name, i = safe, 2
+        while name.lower() in used:
+            name, i = f"{safe}-{i}", i + 1
+        used.add(name.lower())
+        original = raw.decode("utf-8", "backslashreplace")
+        out[path] = (name, None if name == original else f"file name '{clean(original)}' graded as '{name}'")
+    return out
+
+
+def read_submission(path: Path) -> tuple[dict, list[str]]:
+    """A submitted notebook as nbformat-4 JSON, and notes on what reading it took. Raises ValueError when it is not
+    a notebook the grader can read (not UTF-8 JSON, not a notebook, nbformat other than 3 or 4, too large)."""
+    import nbformat
+    notes = []
+    raw = Path(path).read_bytes()
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"it is larger than {MAX_NOTEBOOK_BYTES // 1024 ** 2} MB")
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+        notes.append("the file starts with a byte-order mark; it was read without it")
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{type(e).__name__}") from None
+    if not isinstance(data, dict):
+        raise ValueError("it is JSON, but not a notebook")
+    version = data.get("nbformat")
+    if version == 3:
+        try:
+            data = dict(nbformat.convert(nbformat.reader.reads(text), 4))
+        except Exception as e:
+            raise ValueError(f"an nbformat-3 notebook that could not be upgraded ({type(e).__name__})") from None
+        notes.append("an nbformat-3 notebook, upgraded to nbformat 4 for grading")
+    elif version not in (4, None):
+        raise ValueError(f"nbformat {version!r} (the grader reads 4, and upgrades 3)")
+    return data, notes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# grading one notebook: run it sandboxed (the runner), then judge the checks in the grader's own process
 
 @dataclass
 class Result:
@@ -241,6 +192,7 @@ class Result:
     messages: dict[str, str]                 # exercise label -> "passed" or the first line of why not
     notes: list[str] = field(default_factory=list)
     free_text: dict[str, str] = field(default_factory=dict)
+    run_notes: list[str] = field(default_factory=list)  # how it was graded, when unusual: into the CSV too
 
 
 def _zero(student: str, assignment: Assignment, why: str) -> Result:
@@ -269,20 +221,11 @@ def _client_class():
     return CappedClient
 
 
-def grade_notebook(path: Path, assignment: Assignment, timeout: float = DEFAULT_TIMEOUT_S,
-                   threads: int | None = 1, pid_file: Path | None = None) -> Result:
-    """Grade one submission (see the module docstring). Never raises for a bad notebook: it scores 0 instead."""
+def _graded_notebook(answers: dict, assignment: Assignment, result: Result):
+    """The grader's copy of the released notebook with the submission's screened answers; exercise -> why an
+    answer was not run."""
     import nbformat
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    start = time.monotonic()
-    student = Path(path).stem
-    try:
-        answers = _answers(json.loads(Path(path).read_text(encoding="utf-8")))
-    except Exception as e:  # not JSON, not a notebook, unreadable
-        return _zero(student, assignment, f"not graded: the file is not a valid notebook ({type(e).__name__})")
     nb = nbformat.reads(assignment.notebook, as_version=4)
-    result = Result(student, {k: 0.0 for k in assignment.max_points}, {})
     flagged: dict[str, str] = {}
     for cell in nb.cells:
         if not ex.is_answer(cell):
@@ -305,22 +248,34 @@ def grade_notebook(path: Path, assignment: Assignment, timeout: float = DEFAULT_
             flagged[label] = f"0 points: the answer was not run because {why}"
             continue
         cell.source = source
+    return nb, flagged
 
+
+def run_notebook(job: dict) -> None:
+    """The runner (inside the sandbox): execute the notebook ``job["notebook"]`` in a fresh kernel within the time
+    limit, the checks recording the learner's outputs in ``job["out"]/calls.jsonl``; write what each cell did to
+    ``job["out"]/run.json``. Nothing it writes decides a point: the judge does (see :func:`judge`)."""
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    start = time.monotonic()
+    out = Path(job["out"])
+    nb = nbformat.read(job["notebook"], as_version=4)
+    timeout = float(job["timeout"])
     status: dict[int, str] = {}
     stopped = ""
-    with tempfile.TemporaryDirectory(prefix="grade-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="work-") as work:
         client = _client_class()(nb, kernel_name="python3", allow_errors=True, record_timing=False,
                                  shutdown_kernel="immediate", startup_timeout=int(max(10, min(60, timeout))),
-                                 skip_cells_with_tag=ex.GRADER_SKIP_TAG,
-                                 resources={"metadata": {"path": scratch}})
+                                 skip_cells_with_tag=ex.GRADER_SKIP_TAG, resources={"metadata": {"path": work}})
         client.on_cell_executed = lambda cell, cell_index, execute_reply: status.__setitem__(
             cell_index, execute_reply["content"]["status"] if execute_reply else "error")
+        env = dict(ex.kernel_env(job.get("threads")), **{RECORD_ENV: str(out / "calls.jsonl")})
         try:
-            with client.setup_kernel(env=ex.kernel_env(threads), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL):
+            with client.setup_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
                 kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-                if pid_file is not None and kernel_pid:
-                    Path(pid_file).write_text(str(kernel_pid))
+                if job.get("pid_file") and kernel_pid:
+                    Path(job["pid_file"]).write_text(str(kernel_pid))
                 for index, cell in enumerate(nb.cells):
                     if cell.cell_type != "code":
                         continue
@@ -335,22 +290,158 @@ def grade_notebook(path: Path, assignment: Assignment, timeout: float = DEFAULT_
             stopped = "not run: the kernel died (an answer may have exited or used too much memory)"
         except Exception as e:  # a kernel that would not start, a broken connection, ...
             stopped = f"not run: the notebook could not be run ({type(e).__name__}: {str(e)[:200]})"
-    if stopped:
-        result.notes.append(stopped.removeprefix("not run: "))
+    errors = {}
+    for index, cell in enumerate(nb.cells):
+        found = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if found:
+            errors[str(index)] = _first_line(found[0])
+    (out / "run.json").write_text(json.dumps({"status": {str(k): v for k, v in status.items()}, "errors": errors,
+                                              "stopped": stopped}))
 
+
+def _check_calls(source: str) -> list[tuple[str, dict]] | None:
+    """The checks a check cell calls, as (check name, keyword arguments), when the cell is only such calls
+    (``checks.check_x(answer, hidden=True)``, as every course check cell is); None otherwise."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    calls = []
+    for stmt in tree.body:
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name) and call.func.value.id == "checks"
+                and call.func.attr.startswith("check_") and all(isinstance(a, ast.Name) for a in call.args)):
+            return None
+        try:
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        except ValueError:
+            return None
+        calls.append((call.func.attr, kwargs))
+    return calls or None
+
+
+def _read_records(path: Path) -> dict[str, dict]:
+    """The checks' records a run wrote (untrusted: JSON only, bounded), by record key; the last one of a key wins."""
+    records = {}
+    if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+        return records
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                records[record["key"]] = record
+    return records
+
+
+def _read_run(path: Path) -> dict:
+    try:
+        run = json.loads(path.read_text(encoding="utf-8", errors="replace")) if path.stat().st_size < 10 ** 7 else {}
+    except (OSError, ValueError, RecursionError):
+        run = {}
+    run = run if isinstance(run, dict) else {}
+    return {key: run.get(key) if isinstance(run.get(key), kind) else kind()
+            for key, kind in (("status", dict), ("errors", dict), ("stopped", str))}
+
+
+def judge(nb, records: dict[str, dict], run: dict) -> dict[int, tuple[bool, str]]:
+    """Check cell index -> (passed, message), decided in this process: each check the cell calls is replayed on the
+    learner's recorded outputs (:func:`helpers.assignments.checks.base.replay`), so what the notebook did to
+    ``torch`` or the checks does not matter. ``run`` (what the runner said) only explains a check that never ran."""
+    import contextlib
+    import io
+    from . import checks
+    from .checks import base
+
+    verdicts = {}
     for index, cell in enumerate(nb.cells):
         if not ex.is_check(cell):
             continue
-        meta = ex.nbgrader_meta(cell)
+        calls = _check_calls(cell.source)
+        error = str(run["errors"].get(str(index), ""))[:500]
+        if calls is None:  # not a cell of check calls: only the notebook's own status is known (never in the course)
+            ok = run["status"].get(str(index)) == "ok" and not error
+            verdicts[index] = (ok, "passed" if ok else error or run["stopped"] or "not run")
+            continue
+        verdict = (True, "passed")
+        for name, kwargs in calls:
+            record = records.get(base.record_key(name, kwargs))
+            if record is None:
+                verdict = (False, error or run["stopped"] or f"not run: {name} did not run in the notebook")
+                break
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    base.replay(getattr(checks, name), record, **kwargs)
+            except Exception as e:
+                verdict = (False, _first_line({"ename": type(e).__name__, "evalue": str(e)}))
+                break
+        verdicts[index] = verdict
+    return verdicts
+
+
+def grade_notebook(path: Path, assignment: Assignment, timeout: float = DEFAULT_TIMEOUT_S,
+                   threads: int | None = 1, pid_file: Path | None = None, sandboxed: bool = True,
+                   memory: int | None = sandbox.DEFAULT_MEMORY_BYTES, student: str | None = None) -> Result:
+    """Grade one submission (see the module docstring). Never raises for a bad notebook: it scores 0 instead."""
+    student = student or Path(path).stem
+    try:
+        data, read_notes = read_submission(Path(path))
+        answers = _answers(data)
+    except Exception as e:  # not JSON, not a notebook, unreadable
+        why = str(e) if isinstance(e, ValueError) else type(e).__name__
+        return _zero(student, assignment, f"not graded: the file is not a valid notebook ({why})")
+    result = Result(student, {k: 0.0 for k in assignment.max_points}, {}, notes=list(read_notes),
+                    run_notes=list(read_notes))
+    nb, flagged = _graded_notebook(answers, assignment, result)
+    with tempfile.TemporaryDirectory(prefix="grade-") as scratch:
+        in_dir, out_dir = Path(scratch, "in"), Path(scratch, "out")
+        in_dir.mkdir()
+        out_dir.mkdir()
+        (in_dir / "notebook.ipynb").write_text(ex.dumps(nb), encoding="utf-8")
+        where_in, where_out = (sandbox.IN, sandbox.OUT) if sandboxed else (str(in_dir), str(out_dir))
+        job = {"notebook": f"{where_in}/notebook.ipynb", "out": where_out, "timeout": timeout, "threads": threads,
+               "pid_file": None if sandboxed or pid_file is None else str(pid_file)}
+        (in_dir / "run.json").write_text(json.dumps(job))
+        argv = [sys.executable, "-m", "helpers.assignments.grading", "--run", f"{where_in}/run.json"]
+        if sandboxed:
+            cmd, env = sandbox.command(argv, ex.ROOT / "helpers", in_dir, out_dir), None
+        else:
+            cmd, env = argv, dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [str(ex.ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+        with open(Path(scratch, "stderr"), "wb") as err:
+            proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                    preexec_fn=sandbox.limit_memory(memory))
+        try:
+            from . import checks  # noqa: F401  (the judge's imports, while the notebook runs)
+            proc.wait(timeout=timeout + GRACE_S / 2)
+        except subprocess.TimeoutExpired:
+            result.notes.append(f"the run was stopped after {timeout + GRACE_S / 2:g} s")
+        finally:
+            proc.kill()  # the sandbox (bwrap) ends, and with it every process started in it
+            proc.wait()
+            text = Path(pid_file).read_text().strip() if pid_file and Path(pid_file).exists() else ""
+            if text.isdigit():  # without a sandbox: the kernel leads its own process group
+                _kill_group(int(text))
+        run = _read_run(out_dir / "run.json")
+        records = _read_records(out_dir / "calls.jsonl")
+        err = Path(scratch, "stderr").read_text(errors="replace").strip().splitlines()
+    if run["stopped"]:
+        result.notes.append(clean(run["stopped"]).removeprefix("not run: ")[:300])
+    elif not run["status"]:
+        result.notes.append("the notebook did not run (the sandbox or the kernel did not start)"
+                            + (f": {clean(err[-1])[:300]}" if err else ""))
+
+    for index, (ok, message) in judge(nb, records, run).items():
+        meta = ex.nbgrader_meta(nb.cells[index])
         label = ex.exercise_label(meta["grade_id"])
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        if status.get(index) == "ok" and not errors:
+        if ok:
             result.points[label] += float(meta.get("points", 0))
             result.messages.setdefault(label, "passed")
-        elif index not in status:
-            result.messages[label] = stopped or "not run"
         else:
-            result.messages[label] = _first_line(errors[0]) if errors else "the check cell failed"
+            result.messages[label] = clean(message)[:500]
     for label, why in flagged.items():
         result.points[label] = 0.0
         result.messages[label] = why
@@ -364,8 +455,8 @@ def _worker_main(job_path: str) -> None:
     """Entry point of one grading process: read the job, grade, write the result as JSON."""
     job = json.loads(Path(job_path).read_text())
     assignment = Assignment(job["name"], job["notebook"], job["max_points"], set(job["answer_ids"]))
-    result = grade_notebook(Path(job["submission"]), assignment, job["timeout"], job["threads"],
-                            Path(job["pid_file"]))
+    result = grade_notebook(Path(os.fsdecode(bytes.fromhex(job["submission"]))), assignment, job["timeout"],
+                            job["threads"], Path(job["pid_file"]), job["sandboxed"], job["memory"], job["student"])
     Path(job["result"]).write_text(json.dumps(result.__dict__))
 
 
@@ -383,6 +474,7 @@ def _kill_group(pid: int) -> None:
 @dataclass
 class _Job:
     path: Path
+    student: str
     proc: subprocess.Popen
     started: float
     result_file: Path
@@ -390,7 +482,7 @@ class _Job:
     stderr_file: Path
 
     def kill(self) -> None:
-        """Stop the grading process and its kernel (each leads its own process group)."""
+        """Stop the grading process, its sandbox and its kernel (each leads its own process group)."""
         _kill_group(self.proc.pid)
         text = self.pid_file.read_text().strip() if self.pid_file.exists() else ""
         if text.isdigit():
@@ -399,36 +491,40 @@ class _Job:
 
 
 def grade_all(submission_paths: list[Path], assignment: Assignment, timeout: float = DEFAULT_TIMEOUT_S,
-              workers: int = 2, log=print) -> list[Result]:
+              workers: int = 2, log=print, sandboxed: bool = True,
+              memory: int | None = sandbox.DEFAULT_MEMORY_BYTES) -> list[Result]:
     """Grade every submission, ``workers`` at a time, each in its own process and kernel; results in input order.
 
     A grading process that outlives its notebook's time limit by ``GRACE_S`` is killed with its kernel.
     """
     results: dict[Path, Result] = {}
+    names = student_names([Path(p) for p in submission_paths])
     total = sum(assignment.max_points.values())
     with tempfile.TemporaryDirectory(prefix="grading-") as tmp:
         tmp = Path(tmp)
         base = {"name": assignment.name, "notebook": assignment.notebook, "max_points": assignment.max_points,
                 "answer_ids": sorted(assignment.answer_ids), "timeout": timeout,
-                "threads": 1 if workers > 1 else None}
+                "threads": 1 if workers > 1 else None, "sandboxed": sandboxed, "memory": memory}
         queue = list(enumerate(submission_paths))
         running: list[_Job] = []
-        # this very helpers package, in the grading processes and their kernels, whatever the working directory
+        # this very helpers package, in the grading processes (and, unsandboxed, their kernels)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(ex.ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
         try:
             while queue or running:
                 while queue and len(running) < max(1, workers):
                     i, path = queue.pop(0)
-                    job = dict(base, submission=str(Path(path).resolve()), result=str(tmp / f"{i}.result.json"),
-                               pid_file=str(tmp / f"{i}.kernel.pid"))
+                    student, renamed = names[Path(path)]
+                    job = dict(base, submission=os.fsencode(Path(path).resolve()).hex(), student=student,
+                               result=str(tmp / f"{i}.result.json"), pid_file=str(tmp / f"{i}.kernel.pid"))
                     (tmp / f"{i}.job.json").write_text(json.dumps(job))
                     with open(tmp / f"{i}.stderr", "wb") as err:
                         proc = subprocess.Popen(
                             [sys.executable, "-m", "helpers.assignments.grading", "--worker",
                              str(tmp / f"{i}.job.json")],
-                            cwd=str(tmp), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
-                    running.append(_Job(Path(path), proc, time.monotonic(), Path(job["result"]),
+                            cwd=str(tmp), env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err,
+                            preexec_fn=sandbox.limit_memory(memory))  # the judge reads untrusted records too
+                    running.append(_Job(Path(path), student, proc, time.monotonic(), Path(job["result"]),
                                         Path(job["pid_file"]), tmp / f"{i}.stderr"))
                 time.sleep(0.1)
                 for job in list(running):
@@ -438,8 +534,15 @@ def grade_all(submission_paths: list[Path], assignment: Assignment, timeout: flo
                     if job.proc.poll() is None:
                         job.kill()
                     running.remove(job)
-                    results[job.path] = _collect(job, assignment, overdue, timeout)
-                    log(f"graded {job.path.name}: {sum(results[job.path].points.values()):g} / {total:g}")
+                    result = _collect(job, assignment, overdue, timeout)
+                    renamed = names[job.path][1]
+                    if renamed:
+                        result.notes.insert(0, renamed)
+                        result.run_notes.insert(0, renamed)
+                    if not sandboxed:
+                        result.run_notes.append("graded without a sandbox (--no-sandbox)")
+                    results[job.path] = result
+                    log(f"graded {clean(job.student)}: {sum(result.points.values()):g} / {total:g}")
         finally:  # interrupted (Ctrl-C): stop what still runs, kernels included
             for job in running:
                 job.kill()
@@ -448,11 +551,13 @@ def grade_all(submission_paths: list[Path], assignment: Assignment, timeout: flo
 
 def _collect(job: _Job, assignment: Assignment, overdue: bool, timeout: float) -> Result:
     try:
-        return Result(**json.loads(job.result_file.read_text()))
+        result = Result(**json.loads(job.result_file.read_text()))
+        result.student = job.student
+        return result
     except Exception:
         why = (f"not graded: the grading process was stopped after {timeout + GRACE_S:g} s" if overdue
                else "not graded: the grading process failed")
-        result = _zero(job.path.stem, assignment, why)
+        result = _zero(job.student, assignment, why)
         err = job.stderr_file.read_text(errors="replace").strip() if job.stderr_file.exists() else ""
         if err:
             result.notes.append(err.splitlines()[-1][:300])
@@ -460,20 +565,42 @@ def _collect(job: _Job, assignment: Assignment, overdue: bool, timeout: float) -
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# output
+# output, written once everything is graded, each file atomically (a temporary file, then a rename)
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def csv_text(results: list[Result], assignment: Assignment) -> str:
+    """grades.csv: one row per student and exercise (free-text answers are graded by hand and are not in it), with
+    the run's notes on how that student's notebook was graded when it was unusual (a renamed file, an upgraded
+    notebook, no sandbox)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student", "exercise", "points", "max_points", "notes"])
+    for r in results:
+        notes = clean("; ".join(r.run_notes)).replace("\n", " ")
+        for label, max_points in assignment.max_points.items():
+            writer.writerow([clean(r.student), label, _fmt(r.points.get(label, 0.0)), _fmt(max_points), notes])
+    return buffer.getvalue()
+
+
 def write_csv(results: list[Result], assignment: Assignment, path: Path) -> None:
-    """grades.csv: one row per student and exercise (free-text answers are graded by hand and are not in it)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["student", "exercise", "points", "max_points"])
-        for r in results:
-            for label, max_points in assignment.max_points.items():
-                writer.writerow([r.student, label, _fmt(r.points.get(label, 0.0)), _fmt(max_points)])
+    """Write grades.csv atomically (see :func:`csv_text`)."""
+    _write_atomic(Path(path), csv_text(results, assignment))
 
 
 def feedback_text(r: Result, assignment: Assignment) -> str:
@@ -488,17 +615,27 @@ def feedback_text(r: Result, assignment: Assignment) -> str:
         lines += ["", "Free-text answers (graded by hand, not in the points above):"]
         for label, text in r.free_text.items():
             lines += [f"[{label}]", text, ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return clean("\n".join(lines).rstrip("\n") + "\n")
 
 
 def grade_folder(folder: Path, out: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S, workers: int = 2,
-                 solutions: Path | None = None, assignment_name: str | None = None, log=print) -> list[Result]:
-    """``python -m helpers grade``: grade every ``*.ipynb`` in ``folder``; write grades.csv and feedback/."""
+                 solutions: Path | None = None, assignment_name: str | None = None, log=print,
+                 sandboxed: bool = True, memory: int | None = sandbox.DEFAULT_MEMORY_BYTES) -> list[Result]:
+    """``python -m helpers grade``: grade every ``*.ipynb`` in ``folder``; write grades.csv and feedback/.
+
+    Each notebook runs in the sandbox (:mod:`.sandbox`); where bubblewrap is missing or does not work this refuses
+    to grade, unless ``sandboxed=False`` (``--no-sandbox``), which the CSV then notes on every row."""
     folder = Path(folder)
     out = Path(out) if out else folder
     submissions = sorted(p for p in folder.glob("*.ipynb") if p.is_file())
     if not submissions:
         raise SystemExit(f"no notebooks (*.ipynb) in {folder}")
+    if sandboxed:
+        why = sandbox.problem()
+        if why:
+            raise SystemExit(f"refusing to grade: {why}. Submissions are untrusted code; without a sandbox they run "
+                             f"with your rights. To grade anyway (inside a disposable container or VM with no "
+                             f"network and no credentials), pass --no-sandbox.")
     if solutions and Path(solutions).is_file():
         sources = [Path(solutions)]
     elif solutions:
@@ -511,16 +648,19 @@ def grade_folder(folder: Path, out: Path | None = None, timeout: float = DEFAULT
         raise SystemExit("no solution notebook to grade against (solutions/NN-topic-solutions.ipynb)")
     assignment = choose_assignment(submissions, [Assignment.from_solutions(s) for s in sources])
     log(f"grading {len(submissions)} notebooks against {assignment.name} ({_fmt(sum(assignment.max_points.values()))}"
-        f" points), {workers} at a time, {timeout:g} s each")
-    results = grade_all(submissions, assignment, timeout, workers, log)
+        f" points), {workers} at a time, {timeout:g} s each, "
+        + ("each in a sandbox" if sandboxed else "WITHOUT a sandbox (--no-sandbox)"))
+    results = grade_all(submissions, assignment, timeout, workers, log, sandboxed, memory)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(results, assignment, out / "grades.csv")
     (out / "feedback").mkdir(exist_ok=True)
     for r in results:
-        (out / "feedback" / f"{r.student}.txt").write_text(feedback_text(r, assignment), encoding="utf-8")
+        _write_atomic(out / "feedback" / f"{r.student}.txt", feedback_text(r, assignment))
+    write_csv(results, assignment, out / "grades.csv")
     log(f"wrote {out / 'grades.csv'} and {out / 'feedback'}/")
     return results
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
     _worker_main(sys.argv[2])
+elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--run":
+    run_notebook(json.loads(Path(sys.argv[2]).read_text()))

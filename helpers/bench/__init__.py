@@ -3,9 +3,11 @@
 One module per measured area, each section a function returning a nested dict under the benchmark contract's keys
 (DESIGN.md); a new area adds its sections to :data:`SECTIONS`. All figures are on the test split.
 
-- :mod:`.reference`: the reference model and the world; :mod:`.course`: notebook run times and grading;
-- :mod:`.labeling`, :mod:`.reward` (preference set, reward model, Best-of-N), :mod:`.ppo`, :mod:`.dpo`: one per
-  lesson's algorithms.
+- :mod:`.reference`: the reference model and the world; :mod:`.enumerable`: the enumerable view; :mod:`.course`:
+  notebook run times and grading;
+- :mod:`.labeling`, :mod:`.reward` (preference set, reward model, Best-of-N), :mod:`.ppo`, :mod:`.dpo`,
+  :mod:`.grpo` (GRPO and RLOO): one per lesson's algorithms; :mod:`.bridge`: the course model in Hugging Face
+  format and trained by TRL (lesson 06).
 """
 from __future__ import annotations
 
@@ -15,13 +17,23 @@ from pathlib import Path
 
 from .course import bench_grading, bench_notebooks
 from .dpo import bench_dpo
+from .enumerable import bench_enumerable
+from .grpo import bench_grpo
 from .labeling import bench_labeling
 from .ppo import bench_ppo
 from .reference import bench_reference
 from .reward import bench_best_of_n, bench_preferences, bench_reward_model
 
-SECTIONS = [bench_reference, bench_preferences, bench_notebooks, bench_grading, bench_labeling,
-            bench_reward_model, bench_best_of_n, bench_dpo, bench_ppo]
+
+def bench_bridge() -> dict:
+    """``bridge.*`` (:mod:`.bridge`), imported only when it runs: it loads transformers and TRL (seconds)."""
+    from .bridge import bench_bridge as run
+    return run()
+
+
+SECTIONS = [bench_reference, bench_enumerable, bench_preferences, bench_notebooks, bench_grading, bench_labeling,
+            bench_reward_model, bench_best_of_n, bench_dpo, bench_ppo, bench_grpo,
+            bench_bridge]
 
 
 def _merge(into: dict, new: dict) -> None:
@@ -70,6 +82,11 @@ BUDGETS = [
     ("ppo.gap_closed", ">=", 0.70), ("ppo.cut.harmful_compliance", ">=", 0.80), ("ppo.cut.insult", ">=", 0.80),
     ("ppo.cut.fabrication", ">=", 0.80), ("ppo.worse_than_reference", "==", []),
     ("ppo.enumerable_gain_fraction", ">=", 0.95),
+    # issue 17
+    ("grpo.enumerable_gain_fraction", ">=", 0.95), ("rloo.enumerable_gain_fraction", ">=", 0.95),
+    # issue 18: the bridge to Hugging Face / TRL
+    ("bridge.logit_max_abs_diff", "<=", 1e-5), ("bridge.round_trip_exact", "==", True),
+    ("bridge.two_process_matches", "==", True), ("bridge.trl_dpo_within_course_interval", "==", True),
 ]
 _COMPARE = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b}
 

@@ -5,7 +5,8 @@ Protocol (issue 6): every choice is made on the *validation* split, every report
 - beta, learning rate and NLL weight: one run per entry of :data:`GRID`; the run whose samples have the highest mean
   gold reward on the validation prompts wins. Not the validation *loss* or preference accuracy: those barely move
   while a small beta degenerates the outputs (lesson 04 shows it), and the loss is not comparable across betas.
-- Tabular DPO: on the test split's enumerable view, the exact expected loss at the chosen beta, and the same from
+- Tabular DPO: on the test split's enumerable view merged by equal reward (:meth:`helpers.enumerable.View.by_reward`:
+  the same optimum, frontier and beta log Z, a few groups per prompt instead of ~200 candidates), the exact expected loss at the chosen beta, and the same from
   sampled pairs as many per prompt as the course preference set has, measured at beta_KL = tau * beta.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from .. import dpo, optimal, world
+from .. import dpo, enumerable, optimal, world
 from ..evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
 from ..pretrain import PretrainConfig, load_reference
 from ..reward import COURSE_TAU, load_preferences
@@ -30,7 +31,8 @@ FAILURES = ("harmful_compliance", "false_answer", "fabrication", "insult")
 def tabular_figures(reference, beta: float, pairs_per_prompt: int, split: str = PROTOCOL_SPLIT) -> dict:
     """Gain fractions of tabular DPO on ``split``'s enumerable view at beta_KL = COURSE_TAU * beta: from the exact
     expected loss, and from ``pairs_per_prompt`` sampled pairs per prompt."""
-    ref_probs, rewards, _ = optimal.enumerable_view(reference, list(world.prompts(split)))
+    view = enumerable.load_view(split).by_reward()   # equal-reward candidates merged: same optimum, ~16 per prompt
+    ref_probs, rewards = view.ref_probs, view.rewards
     beta_kl = COURSE_TAU * beta
     exact, _ = dpo.tabular_dpo(ref_probs, lambda l: dpo.expected_dpo_loss(l, ref_probs, rewards, COURSE_TAU, beta),
                                steps=300, lr=0.3)

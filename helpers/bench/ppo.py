@@ -1,7 +1,8 @@
 """``make bench`` section for PPO (lesson 03): ``ppo.*``.
 
 Protocol (issue 5): every choice is made on the *validation* split, every reported figure is on the *test* split.
-- The enumerable setting: PPO from sampled batches of 256 on the test split's enumerable view at beta = 1 (the
+- The enumerable setting: PPO from sampled batches of 256 on the test split's enumerable view, merged by equal reward
+  (:meth:`helpers.enumerable.View.by_reward`: the same optimum, one logit per group), at beta = 1 (the
   tabular policy has one row per prompt, so it is trained and measured on the same prompts, as DESIGN.md defines
   ``*_gain_fraction``); :func:`helpers.ppo.enumerable_ppo` with its defaults, 300 iterations.
 - The language model: PPO against the course reward model (``load_reward_model()``) when the artifact exists, and
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from .. import optimal, ppo, rlhf, world
+from .. import enumerable, ppo, rlhf, world
 from ..evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
 from ..pretrain import PretrainConfig, load_reference
 
@@ -27,7 +28,8 @@ FAILURES = ("harmful_compliance", "false_answer", "fabrication", "insult")
 
 def enumerable_figures(reference, cfg: ppo.EnumerablePPOConfig = ppo.EnumerablePPOConfig()) -> dict:
     """``enumerable_gain_fraction`` after ``cfg.iterations``, the first iteration reaching 95 %, and the seconds."""
-    ref_probs, rewards, _ = optimal.enumerable_view(reference, list(world.prompts(PROTOCOL_SPLIT)))
+    view = enumerable.load_view(PROTOCOL_SPLIT).by_reward()   # equal-reward candidates merged: same optimum
+    ref_probs, rewards = view.ref_probs, view.rewards
     start = time.perf_counter()
     result = ppo.enumerable_ppo(ref_probs, rewards, cfg)
     seconds = time.perf_counter() - start

@@ -14,7 +14,9 @@ record carries the texts, so a labels folder is a data set on its own: exporting
 
 Each record is written with a single ``os.write`` and ``os.fsync``'d before the next pair shows, so a crash (even
 ``kill -9`` of the kernel) loses no label the widget said was saved. Reading reports every damaged line with its
-line number and skips it; a damaged file is never fatal. Ties and "both bad" carry no preference, so
+line number and skips it (any JSON value in any field, any nesting); a damaged file is never fatal. A record whose
+``annotator`` is not its file's name is a damaged line too: ``<annotator>.jsonl`` holds that annotator's labels
+only. Ties and "both bad" carry no preference, so
 :func:`export_pairs` leaves them (and skips) out of the pairs and counts them.
 """
 from __future__ import annotations
@@ -148,25 +150,42 @@ class DamagedLine:
 _FIELDS = {"label": {"item": str, "annotator": str, "label": str, "swap": bool, "time": str, "prompt": str,
                      "first": str, "second": str},
            "undo": {"item": str, "annotator": str, "time": str}}
+_OPTIONAL = {"rationale": str, "source": str}  # label records written before these existed lack them
 
 
-def _problem(record: object) -> str | None:
-    """Why a parsed line is not a valid record, or None if it is one."""
+def _problem(record: object, annotator: str) -> str | None:
+    """Why a parsed line is not a valid record of ``annotator``'s file, or None if it is one.
+
+    Only types are compared (never hashed), so any JSON value in any field is a reason, never an exception."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    fields = _FIELDS.get(record.get("action"))
-    if fields is None:
-        return f"unknown action {record.get('action')!r}"
+    action = record.get("action")
+    if not isinstance(action, str) or action not in _FIELDS:
+        return f"unknown action {action!r}" if not isinstance(action, (dict, list)) else \
+            f"unknown action (a JSON {'object' if isinstance(action, dict) else 'array'})"
+    fields = _FIELDS[action] | (_OPTIONAL if action == "label" else {})
     for name, kind in fields.items():
-        if not isinstance(record.get(name), kind):
+        value = record.get(name, "" if name in _OPTIONAL else None)
+        if not isinstance(value, kind):
             return f"field {name!r} missing or not a {kind.__name__}"
-    if record["action"] == "label" and record["label"] not in CHOICES:
-        return f"unknown label {record['label']!r}"
+        if kind is str and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\\ud800"): could never be written back
+                return f"field {name!r} is not valid text"
+    if action == "label" and record["label"] not in CHOICES:
+        return f"unknown label {record['label'][:20]!r}"
+    # the file name says whose labels these are: a record claiming someone else would hide or replace theirs
+    if record["annotator"] != annotator:
+        return f"annotator {record['annotator'][:64]!r} in the file of {annotator!r}: a record belongs in its " \
+               f"annotator's own file"
     return None
 
 
 def read_log(path: str | Path) -> tuple[list[tuple[int, dict]], list[DamagedLine]]:
-    """Read a label file: the valid records with their line numbers, and the damaged lines (skipped)."""
+    """Read a label file: the valid records with their line numbers, and the damaged lines (skipped).
+
+    The file ``<annotator>.jsonl`` holds ``annotator``'s records only; any other record is a damaged line."""
     path = Path(path)
     if not path.exists():
         return [], []
@@ -176,9 +195,11 @@ def read_log(path: str | Path) -> tuple[list[tuple[int, dict]], list[DamagedLine
             continue
         try:
             record = json.loads(raw.decode("utf-8"))
-            reason = _problem(record)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a torn or edited line
+            reason = _problem(record, path.stem)
+        except ValueError as e:  # a torn or edited line (JSONDecodeError, UnicodeDecodeError, a 5,000-digit int)
             record, reason = None, f"not JSON ({e})"
+        except RecursionError:  # thousands of nested [ or {
+            record, reason = None, "nested too deeply to be a record"
         if reason is None:
             records.append((number, record))
         else:
@@ -199,7 +220,8 @@ def replay(path: Path, records: list[tuple[int, dict]]) -> tuple[dict[tuple[str,
         elif key in current:
             del current[key]
         else:
-            problems.append(DamagedLine(path, number, "undo of an item with no label", json.dumps(r)[:80]))
+            text = json.dumps({k: r[k] for k in _FIELDS["undo"]}, ensure_ascii=False)[:80]  # not the extra fields
+            problems.append(DamagedLine(path, number, "undo of an item with no label", text))
     return current, problems
 
 

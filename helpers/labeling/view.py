@@ -3,6 +3,7 @@
 is text, never markup or script. ipywidgets is imported only here."""
 from __future__ import annotations
 
+import contextlib
 import html
 import time
 
@@ -145,11 +146,25 @@ class LabelingWidget:
 
     def simulate(self, annotator: world.Annotator, n: int | None = None,
                  both_bad_below: float | None = None) -> int:
-        """Let ``annotator`` click through up to ``n`` pairs of this view (same path as a click, no dwell wait)."""
+        """Let ``annotator`` click through up to ``n`` pairs of this view (same path as a click, no dwell wait).
+
+        The view is sent to the browser once, at the end, not after every label: each label changes about 15
+        widget values, one IOPub message each, so a hundred pairs in a second would exceed JupyterLab's IOPub
+        rate limit (1,000 messages/s), and the server would drop the cell's output ("IOPub message rate
+        exceeded")."""
         done, errors = 0, len(self.errors)
-        while self.session.current is not None and (n is None or done < n):
-            self._act(simulated_choice(annotator, self.session.current, both_bad_below), "simulated", force=True)
-            if len(self.errors) > errors:
-                raise self.errors[-1]
-            done += 1
+        with contextlib.ExitStack() as held:
+            for part in self._parts():
+                held.enter_context(part.hold_sync())  # on leaving, each part sends its latest state, once
+            while self.session.current is not None and (n is None or done < n):
+                self._act(simulated_choice(annotator, self.session.current, both_bad_below), "simulated",
+                          force=True)
+                if len(self.errors) > errors:
+                    raise self.errors[-1]
+                done += 1
         return done
+
+    def _parts(self) -> list:
+        """Every widget whose value a click can change."""
+        return [self.header, self.prompt, self.left, self.right, *self.buttons.values(), self.rationale,
+                self.keys, self.status]
