@@ -1,10 +1,12 @@
 """Every exercise check can fail: it passes the reference, and names the mistake in realistic wrong answers."""
 import math
+import re
 
 import pytest
 import torch
 
 from helpers import checks, evaluate, optimal
+from helpers.assignments import exercises
 
 
 def _stub(*args):
@@ -172,6 +174,45 @@ def test_a_multiple_choice_check_passes_the_key_and_explains_each_wrong_letter(k
             with pytest.raises(AssertionError) as error:
                 checks.check_choice(key, answer)
             assert why in str(error.value) and f"{letter}" in str(error.value).splitlines()[0]
+
+
+def _options_shown() -> dict[str, dict[str, str]]:
+    """Question key -> letter -> the option's text as the solution notebook shows it (the last markdown list of
+    options before the check cell that calls ``checks.check_<key>``), whitespace collapsed."""
+    shown = {}
+    for path in exercises.solution_notebooks():
+        options = {}
+        for cell in exercises.read(path).cells:
+            if cell.cell_type == "markdown" and re.search(r"^- \*\*A\.\*\*", cell.source, re.M):
+                options = {}
+                for m in re.finditer(r"^- \*\*([A-Z])\.\*\*(.*?)(?=\n- \*\*|\n\n|\Z)", cell.source, re.M | re.S):
+                    options[m.group(1)] = " ".join(m.group(2).split())
+            for name in re.findall(r"checks\.check_(\w+)\(", cell.source if cell.cell_type == "code" else ""):
+                if name in checks.QUESTIONS:
+                    shown[name] = options
+    return shown
+
+
+def test_every_question_shows_its_options_in_a_solution_notebook():
+    shown = _options_shown()
+    for key, question in checks.QUESTIONS.items():
+        assert key in shown and set(shown[key]) == set(question.letters), key
+
+
+def test_the_right_option_is_not_given_away_by_its_length():
+    # the longest option is a well-known tell: the right one is the strictly longest in no more than a fair share
+    # of the questions (one in len(letters)), and never longer than every other option by a wide margin
+    shown, longest, parts = _options_shown(), [], 0
+    for key, question in checks.QUESTIONS.items():
+        lengths = {letter: len(text) for letter, text in shown[key].items()}
+        for right in question.answer:
+            parts += 1
+            others = max(n for letter, n in lengths.items() if letter != right)
+            assert lengths[right] <= 1.2 * others, f"{key}: the right option {right} is {lengths[right]} characters, " \
+                                                   f"the longest other {others}"
+            if lengths[right] > others:
+                longest.append(key)
+    assert len(longest) <= math.ceil(parts / 4), f"the right option is the longest in {longest}"
 
 
 @pytest.mark.parametrize("bad", [3, None, "", "ABC", "Z"])

@@ -26,7 +26,8 @@ def _dpo_variant(kind):
     def loss(pc, pr, rc, rr, beta):
         h = (pc - rc) - (pr - rr)
         value = {"swapped": -F.logsigmoid(-beta * h), "no_beta": -F.logsigmoid(h),
-                 "no_reference": -F.logsigmoid(beta * (pc - pr)), "log_sigmoid": -torch.log(torch.sigmoid(beta * h)),
+                 "no_reference": -F.logsigmoid(beta * (pc - pr)),
+                 "reference_sign": -F.logsigmoid(beta * ((pc + rc) - (pr + rr))), "log_sigmoid": -torch.log(torch.sigmoid(beta * h)),
                  "mean": -F.logsigmoid(beta * h).mean()}.get(kind, -F.logsigmoid(beta * h))
         chosen, rejected = beta * (pc - rc), beta * (pr - rr)
         if kind == "rewards_no_beta":
@@ -46,6 +47,7 @@ def test_check_dpo_loss_passes_the_course_loss_including_hidden_cases():
 
 @pytest.mark.parametrize("kind,words", [
     ("swapped", ["swapped"]), ("no_beta", ["beta is missing"]), ("no_reference", ["reference is left out"]),
+    ("reference_sign", ["reference term has the wrong sign"]),
     ("log_sigmoid", ["logsigmoid"]), ("mean", ["one loss"]), ("rewards_no_beta", ["beta is missing"]),
     ("not_detached", ["detach"])])
 def test_check_dpo_loss_names_each_mistake(kind, words):

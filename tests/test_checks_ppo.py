@@ -35,7 +35,9 @@ def _gae_variant(kind):
                 delta = rewards[:, t] + gamma * nv - values[:, t]
                 adv[:, t] = (delta + (gamma * lam * adv[:, t - 1] if t else 0)) * m[:, t]
                 continue
-            delta = rewards[:, t] + gamma * next_v - values[:, t]
+            if kind == "padding_value":  # V_{t+1} straight from the tensor: padding after the last real token
+                next_v = values[:, t + 1] if t + 1 < L else torch.zeros(B)
+            delta = rewards[:, t] + gamma * (lam if kind == "lambda_in_delta" else 1.0) * next_v - values[:, t]
             weight = {"no_lambda": gamma, "no_gamma": lam, "td": 0.0}.get(kind, gamma * lam)
             adv[:, t] = (delta + weight * next_a) * (m[:, t] if kind != "padding_advantages" else 1.0)
             next_v, next_a = values[:, t] * m[:, t], adv[:, t] * m[:, t]
@@ -52,7 +54,9 @@ def test_check_gae_passes_the_course_gae_including_hidden_cases():
 @pytest.mark.parametrize("kind,words", [
     ("no_mask", ["padding leaks in"]), ("no_lambda", ["ignores lambda"]), ("no_gamma", ["gamma is missing"]),
     ("td", ["td errors"]), ("forward", ["forwards"]), ("returns_no_v", ["returns equal the advantages"]),
-    ("returns_padding", ["returns are not 0 on padding"]), ("padding_advantages", ["not 0 on padding"])])
+    ("returns_padding", ["returns are not 0 on padding"]), ("padding_advantages", ["not 0 on padding"]),
+    ("padding_value", ["takes v_{t+1} from a padding position"]),
+    ("lambda_in_delta", ["applies lambda to v_{t+1} inside delta"])])
 def test_check_gae_names_each_mistake(kind, words):
     _fails(checks.check_gae, _gae_variant(kind), words)
 
@@ -110,6 +114,8 @@ def _loss_variant(kind):
             per = un + (torch.maximum(un, cl) - un).detach()
         if kind == "padding":
             return per.mean()
+        if kind == "per_sequence":  # each response's mean, then the mean over responses
+            return ((per * mask).sum(-1) / mask.sum(-1)).mean()
         if kind == "detached":
             per = per.detach()
         return (per * mask).sum() / mask.sum()
@@ -126,6 +132,7 @@ def test_check_clipped_policy_loss_passes_the_course_loss_including_hidden_cases
     ("swapped", ["min and max are swapped"]), ("clip_loss", ["clips the loss"]), ("no_clip", ["does not clip"]),
     ("clip_only", ["only the clipped term"]), ("sign", ["sign flipped"]), ("no_exp", ["log-ratio"]),
     ("padding", ["counts the padding"]), ("straight_through", ["gradient is wrong outside the clip range"]),
+    ("per_sequence", ["per-sequence mean"]),
     ("detached", ["no gradient"])])
 def test_check_clipped_policy_loss_names_each_mistake(kind, words):
     _fails(checks.check_clipped_policy_loss, _loss_variant(kind), words)

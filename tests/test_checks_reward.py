@@ -1,4 +1,6 @@
 """The lesson 02 checks can fail: each passes correct answers and names the mistake in realistic wrong ones."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -81,6 +83,8 @@ WRONG = [
     (checks.check_score_at_last_token, "last position", lambda v, m: v[:, -1], "padding token"),
     (checks.check_score_at_last_token, "one past", lambda v, m: v.gather(1, m.sum(-1).clamp(max=v.shape[1] - 1)[:, None])
      .squeeze(1), "one position past"),
+    (checks.check_score_at_last_token, "one past, unclamped", lambda v, m: v[torch.arange(len(v)), m.sum(-1)],
+     "one position past"),
     (checks.check_score_at_last_token, "first token", lambda v, m: v[:, 0], "first token"),
     (checks.check_score_at_last_token, "mean", lambda v, m: (v * m).sum(-1) / m.sum(-1), "averages"),
     (checks.check_bradley_terry_loss, "swapped", lambda c, r: -F.logsigmoid(r - c), "swapped"),
@@ -88,6 +92,22 @@ WRONG = [
     (checks.check_bradley_terry_loss, "no minus", lambda c, r: F.logsigmoid(c - r), "minus sign"),
     (checks.check_bradley_terry_loss, "mean", lambda c, r: -F.logsigmoid(c - r).mean(), "one number"),
     (checks.check_bradley_terry_loss, "sigmoid only", lambda c, r: -torch.sigmoid(c - r), "without the log"),
+    (checks.check_bradley_terry_loss, "log1p of exp", lambda c, r: torch.log1p(torch.exp(r - c)),
+     r"exp\(-m\) overflows .* log\(1 \+ exp\(-m\)\) is log\(inf\)"),
+    (checks.check_bradley_terry_loss, "log of sigmoid in float64",
+     lambda c, r: -torch.log(torch.sigmoid((c - r).double())).float(), "in float64 only moves the overflow"),
+    (checks.check_bradley_terry_loss, "log1p of exp in float64",
+     lambda c, r: torch.log1p(torch.exp((r - c).double())), "in float64 only moves the overflow"),
+    (checks.check_bradley_terry_loss, "epsilon in the log", lambda c, r: -torch.log(torch.sigmoid(c - r) + 1e-8),
+     "adds an epsilon inside the log"),
+    (checks.check_bradley_terry_loss, "clamped sigmoid", lambda c, r: -torch.log(torch.sigmoid(c - r).clamp(min=1e-6)),
+     "adds an epsilon inside the log"),
+    (checks.check_bradley_terry_loss, "detached", lambda c, r: -F.logsigmoid(c - r).detach(), "carries no gradient"),
+    (checks.check_bradley_terry_loss, "plain Python",
+     lambda c, r: torch.tensor([math.log1p(math.exp(b - a)) if b - a < 30 else b - a
+                                for a, b in zip(c.tolist(), r.tolist())]), "carries no gradient"),
+    (checks.check_bradley_terry_loss, "rejected detached", lambda c, r: -F.logsigmoid(c - r.detach()),
+     "gradient with respect to the rejected rewards"),
     (checks.check_bradley_terry_gradient, "sign", lambda m: 1 - torch.sigmoid(m), "sign is flipped"),
     (checks.check_bradley_terry_gradient, "no -1", lambda m: torch.sigmoid(m), "-1 is missing"),
     (checks.check_bradley_terry_gradient, "the loss", lambda m: -F.logsigmoid(m), "not its derivative"),

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from helpers.assignments import exercises as ex
+from helpers.assignments.grading import Assignment
 
 SOLUTIONS = ex.solution_notebooks()
 ids = [p.name.removesuffix("-solutions.ipynb") for p in SOLUTIONS]
@@ -104,6 +105,22 @@ def test_cells_carry_nbgrader_metadata_that_nbgrader_accepts(solution):
                 texts.add(label)
         assert answers == checks, "every answer cell has a check cell, and every check an answer"
         assert texts <= answers
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=ids)
+def test_free_text_cells_carry_the_hand_graded_point_the_introduction_announces_and_the_grader_leaves_out(solution):
+    nb = ex.read(solution)
+    texts = [ex.nbgrader_meta(c) for c in nb.cells if ex.is_answer(c) and c.cell_type == "markdown"]
+    if not texts:
+        return
+    assert all(meta["points"] == 1 for meta in texts)
+    assert "1 point a cell in the nbgrader metadata" in " ".join(nb.cells[0].source.split())
+    checked = {}
+    for cell in nb.cells:
+        if ex.is_check(cell):
+            label = ex.exercise_label(ex.nbgrader_meta(cell)["grade_id"])
+            checked[label] = checked.get(label, 0) + ex.nbgrader_meta(cell)["points"]
+    assert Assignment.from_solutions(solution).max_points == checked
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=ids)

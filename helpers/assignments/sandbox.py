@@ -62,11 +62,12 @@ def command(argv: list[str], helpers_dir: Path, in_dir: Path, out_dir: Path) -> 
             cmd += ["--ro-bind", str(path), str(path)]
     for name in ETC_FILES:
         cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    # the private /tmp first, then the binds: a course (and its .venv) that lives under /tmp stays visible
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for root in _python_roots():
         cmd += ["--ro-bind", root, root]
     cmd += ["--ro-bind", str(helpers_dir), f"{COURSE}/helpers", "--ro-bind", str(in_dir), IN,
-            "--bind", str(out_dir), OUT, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--chdir", "/tmp", "--clearenv"]
+            "--bind", str(out_dir), OUT, "--chdir", "/tmp", "--clearenv"]
     env = {"HOME": "/tmp", "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "PYTHONPATH": COURSE,
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "MPLBACKEND": "agg", "MPLCONFIGDIR": "/tmp/mpl",
            "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "JUPYTER_CONFIG_DIR": "/tmp/jupyter-config",

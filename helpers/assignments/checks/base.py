@@ -477,6 +477,26 @@ def _decode_tensor(d) -> torch.Tensor:
     return torch.tensor(data, dtype=_DTYPES[d["tensor"]]).reshape(shape)
 
 
+class _Recorded(torch.autograd.Function):
+    """A recorded output: its value exactly as recorded (inf and nan included), its gradient with respect to each
+    leaf the recorded Jacobian. Rows the incoming gradient does not touch are left out, so a nan in one output's
+    gradient does not spread to the others' (as with the elementwise operations that produced it)."""
+
+    @staticmethod
+    def forward(ctx, value, n, *leaves_and_jacobians):
+        ctx.jacobians = leaves_and_jacobians[n:]
+        ctx.leaves = [(leaf.shape, leaf.dtype) for leaf in leaves_and_jacobians[:n]]
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat = grad.reshape(-1).to(ctx.jacobians[0].dtype) if ctx.jacobians else grad.reshape(-1)
+        used = flat != 0
+        grads = [(flat[used] @ J[used]).reshape(shape).to(dtype) for J, (shape, dtype) in zip(ctx.jacobians,
+                                                                                            ctx.leaves)]
+        return (None, None, *grads, *(None for _ in ctx.jacobians))
+
+
 def _decode(d, leaves: list | None = None, depth: int = 0):
     """What :func:`_encode` wrote, back as Python objects (a recorded output with its gradients)."""
     if depth > 20:
@@ -491,13 +511,13 @@ def _decode(d, leaves: list | None = None, depth: int = 0):
             return t
         if t.is_floating_point() and leaves and isinstance(d.get("jacobians"), list) \
                 and len(d["jacobians"]) == len(leaves):
-            out = t
+            jacobians = []
             for jac, leaf in zip(d["jacobians"], leaves):
                 J = _decode_tensor(jac).to(t.dtype)
                 if J.shape != (t.numel(), leaf.numel()):
                     raise ValueError("a recorded gradient of the wrong shape")
-                out = out + (J @ (leaf - leaf.detach()).reshape(-1).to(t.dtype)).reshape(t.shape)
-            return out
+                jacobians.append(J)
+            return _Recorded.apply(t, len(leaves), *leaves, *jacobians)
         return t.requires_grad_(True) if t.is_floating_point() else t
     if "tuple" in d or "list" in d:
         items = [_decode(v, leaves, depth + 1) for v in (d.get("tuple") if "tuple" in d else d.get("list")) or []]

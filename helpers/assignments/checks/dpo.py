@@ -37,8 +37,8 @@ def check_dpo_loss(dpo_loss: Callable, hidden: bool = False) -> None:
     ``RTOL_VALUE`` * |expected|.
 
     Known mistakes it names: chosen and rejected swapped (sign flipped), beta missing, the reference left out,
-    log(sigmoid(x)) (infinite for a large margin), a mean instead of per-pair losses, rewards without beta,
-    rewards that still carry gradient.
+    the reference term added instead of subtracted, log(sigmoid(x)) (infinite for a large margin), a mean instead
+    of per-pair losses, rewards without beta, rewards that still carry gradient.
     """
     name = "dpo_loss"
     F = torch.nn.functional
@@ -69,6 +69,9 @@ def check_dpo_loss(dpo_loss: Callable, hidden: bool = False) -> None:
                  -F.logsigmoid(h)),
                 ("the reference is left out: h is (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))",
                  -F.logsigmoid(beta * (pc - pr))),
+                ("the reference term has the wrong sign: it adds the reference's log-prob difference "
+                 "(log pi_ref(y_w) - log pi_ref(y_l)) instead of subtracting it; each log-ratio is log pi - log pi_ref",
+                 -F.logsigmoid(beta * ((pc - pr) + (rc - rr)))),
                 ("divides by beta instead of multiplying", -F.logsigmoid(h / beta)),
                 ("the minus sign is missing: the loss -log sigma(beta h) is >= 0", F.logsigmoid(beta * h)),
             ]

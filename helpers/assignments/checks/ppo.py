@@ -33,9 +33,12 @@ def _rows(lengths: list[int], seed: int, scale: float = 1.0) -> tuple[torch.Tens
 # ----------------------------------------------------------------------------------------------------------------
 # GAE
 
-def _gae64(rewards, values, mask, gamma, lam, *, use_mask=True, keep_padding=False, recursion=None):
+def _gae64(rewards, values, mask, gamma, lam, *, use_mask=True, keep_padding=False, recursion=None,
+           bootstrap_padding=False, lam_in_delta=False):
     """Reference GAE in float64 by the backward recursion (and the variants the check names); ``recursion``
-    replaces gamma * lam as the weight of A_{t+1}."""
+    replaces gamma * lam as the weight of A_{t+1}; ``bootstrap_padding`` reads V_{t+1} unmasked (from a padding
+    position after the last real token) while still masking the advantages; ``lam_in_delta`` puts lambda on V_{t+1}
+    inside delta too."""
     r, v, m = rewards.double(), values.double(), mask.double()
     if not use_mask:
         m = torch.ones_like(m)
@@ -43,10 +46,10 @@ def _gae64(rewards, values, mask, gamma, lam, *, use_mask=True, keep_padding=Fal
     adv = torch.zeros_like(r)
     next_v, next_a = torch.zeros(B, dtype=r.dtype), torch.zeros(B, dtype=r.dtype)
     for t in reversed(range(L)):
-        delta = r[:, t] + gamma * next_v - v[:, t]
+        delta = r[:, t] + gamma * (lam if lam_in_delta else 1.0) * next_v - v[:, t]
         weight = gamma * lam if recursion is None else recursion
         adv[:, t] = (delta + weight * next_a) * m[:, t]
-        next_v, next_a = v[:, t] * m[:, t], adv[:, t]
+        next_v, next_a = v[:, t] * (1.0 if bootstrap_padding else m[:, t]), adv[:, t]
     if keep_padding or not use_mask:
         return adv * mask.double(), (adv + v) * mask.double()
     return adv, (adv + v) * m
@@ -57,8 +60,8 @@ def check_gae(gae: Callable, hidden: bool = False) -> None:
     delta_t = r_t + gamma V_{t+1} - V_t (V after the last real token is 0), A_t = delta_t + gamma lam A_{t+1},
     returns = A + V. Within ``ATOL_VALUE`` + ``RTOL_VALUE`` * |expected|.
 
-    Known mistakes it names: padding leaking in (bootstrapping from the value of a padding position), lambda
-    ignored, gamma missing from the recursion, the one-step TD error only, a forward instead of a backward sum,
+    Known mistakes it names: padding leaking in (advantages carried through the padding), V_{t+1} taken from a
+    padding position while the advantages are masked, lambda applied to V_{t+1} inside delta, lambda ignored, gamma missing from the recursion, the one-step TD error only, a forward instead of a backward sum,
     returns without V, advantages or returns not zero on padding.
     """
     name = "gae"
@@ -90,6 +93,13 @@ def check_gae(gae: Callable, hidden: bool = False) -> None:
                 ("padding leaks in: the value after a response's last token must be 0 (the episode has ended), "
                  "not V of the padding position; use the mask when you carry V_{t+1} and A_{t+1} backwards",
                  _gae64(rewards, values, mask, gamma, lam, use_mask=False)[0]),
+                ("takes V_{t+1} from a padding position: the advantages are masked, but the last real token's "
+                 "delta still adds gamma * V of the padding after it. The episode ends at <eos>, so V_{t+1} there is "
+                 "0: multiply the next value by the mask too",
+                 _gae64(rewards, values, mask, gamma, lam, bootstrap_padding=True)[0]),
+                ("applies lambda to V_{t+1} inside delta: delta_t = r_t + gamma V_{t+1} - V_t has no lambda; lambda "
+                 "weighs only A_{t+1} in the recursion A_t = delta_t + gamma lambda A_{t+1}",
+                 _gae64(rewards, values, mask, gamma, lam, lam_in_delta=True)[0] if lam != 1.0 else None),
                 ("ignores lambda: that is lambda = 1 (discounted return minus V)",
                  _gae64(rewards, values, mask, gamma, 1.0)[0]),
                 ("gamma is missing from the recursion: A_t = delta_t + gamma * lambda * A_{t+1}",
@@ -201,7 +211,10 @@ def _ppo_loss64(lp, old, adv, mask, eps, kind="right"):
            "no_clip": unclipped, "clip_only": clipped,
            "clip_loss": -torch.minimum(adv * ratio, (adv * ratio).clamp(1 - eps, 1 + eps)),
            "sign": -torch.maximum(unclipped, clipped),
-           "no_exp": torch.maximum(-adv * (lp - old), -adv * (lp - old).clamp(1 - eps, 1 + eps))}[kind]
+           "no_exp": torch.maximum(-adv * (lp - old), -adv * (lp - old).clamp(1 - eps, 1 + eps)),
+           "per_sequence": torch.maximum(unclipped, clipped)}[kind]
+    if kind == "per_sequence":
+        return ((per * m).sum(-1) / m.sum(-1)).mean()
     return (per * m).sum() / m.sum()
 
 
@@ -214,7 +227,8 @@ def check_clipped_policy_loss(loss_fn: Callable, hidden: bool = False) -> None:
 
     Known mistakes it names: min and max swapped, clipping the loss (or the product) instead of the ratio, no
     clipping, clipped on both sides (no max), the sign flipped, the log-ratio used as the ratio, padding counted,
-    and a right value with the wrong gradient outside the clip range.
+    a per-sequence mean instead of the mean over the batch's tokens, and a right value with the wrong gradient
+    outside the clip range.
     """
     name = "clipped_policy_loss"
     settings = [(0.2, 20), (0.3, 21)] + ([(0.1, 22)] if hidden else [])
@@ -244,6 +258,10 @@ def check_clipped_policy_loss(loss_fn: Callable, hidden: bool = False) -> None:
                  _ppo_loss64(lp, old, adv, mask, eps, "no_exp")),
                 ("counts the padding: average over the entries where mask is 1",
                  _ppo_loss64(lp, old, adv, mask, eps, "padding")),
+                ("takes a per-sequence mean (each response's tokens averaged, then the responses): a token of a "
+                 "short response then weighs more than one of a long response. The course averages over every real "
+                 "token of the batch at once: (loss * mask).sum() / mask.sum()",
+                 _ppo_loss64(lp, old, adv, mask, eps, "per_sequence")),
             ]
             got = out.detach().double().reshape(1)
             mistake = _first_match(got, [(k, v.reshape(1)) for k, v in variants], ATOL_VALUE, RTOL_VALUE)

@@ -88,12 +88,14 @@ def check_score_at_last_token(score_at_last_token: Callable, hidden: bool = Fals
     """
     name = "score_at_last_token"
     gen = torch.Generator().manual_seed(3)
-    lengths = [[4, 7, 2], [5, 5], [1, 6, 3, 6]] + ([[3, 8, 8, 1, 5]] if hidden else [])
-    for lens in lengths:
-        T = max(lens)
+    # (lengths, T): the first case pads to a fixed length, so every row ends in padding and an index one past the
+    # last real token is still inside the row (it reads a padding value instead of crashing)
+    lengths = [([4, 6, 2], 8), ([4, 7, 2], 7), ([5, 5], 5), ([1, 6, 3, 6], 6)] + ([([3, 8, 8, 1, 5], 8)] if hidden
+                                                                                else [])
+    for lens, T in lengths:
         values = torch.randn(len(lens), T, generator=gen)
         mask = torch.tensor([[1] * n + [0] * (T - n) for n in lens])
-        case = f"rows of lengths {lens} (right padded to {T})"
+        case = f"rows of lengths {lens} (right padded to {T}{': every row ends in padding' if T > max(lens) else ''})"
         args = (values.clone(), mask.clone())
         got = _tensor_result(_call(score_at_last_token, name, *args), name, torch.Size([len(lens)]), case)
         _inputs_unchanged(name, (values, mask), args, case)
@@ -121,24 +123,45 @@ def check_score_at_last_token(score_at_last_token: Callable, hidden: bool = Fals
 def _margin_cases(hidden: bool) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     cases = [("ordinary rewards", torch.tensor([1.0, 0.2, -0.5, 2.0]), torch.tensor([0.0, 0.4, -1.5, 2.0])),
              ("a confident wrong prediction: margin -200", torch.tensor([-100.0, 3.0]), torch.tensor([100.0, 1.0])),
-             ("a confident right prediction: margin +200", torch.tensor([100.0]), torch.tensor([-100.0]))]
+             ("a confident right prediction: margin +200", torch.tensor([100.0]), torch.tensor([-100.0])),
+             ("margins -200 and -800: beyond where even float64's exp(-m) overflows (m below about -709)",
+              torch.tensor([-100.0, -400.0]), torch.tensor([100.0, 400.0]))]
     if hidden:
         gen = torch.Generator().manual_seed(4)
         cases.append(("random rewards", 3 * torch.randn(16, generator=gen), 3 * torch.randn(16, generator=gen)))
     return cases
 
 
+def _capped_log(got: torch.Tensor, m: torch.Tensor) -> torch.Tensor | None:
+    """-log(sigmoid(m) + eps), or -log(sigmoid(m).clamp(min=eps)), with the eps the learner's value at the most
+    negative margin implies; None when no margin is negative enough to show it."""
+    k = int(torch.argmin(m))
+    if float(m[k]) > -30 or not bool(torch.isfinite(got[k])) or not 0 < float(got[k]) < 40:
+        return None
+    eps = float(torch.exp(-got[k]) - torch.sigmoid(m[k]))
+    if not 0 < eps < 1e-2:
+        return None
+    return -torch.log(torch.sigmoid(m) + eps)
+
+
 def check_bradley_terry_loss(bradley_terry_loss: Callable, hidden: bool = False) -> None:
     """Check ``bradley_terry_loss(chosen_rewards, rejected_rewards) -> [B]``: the per-pair loss
-    -log sigma(r_chosen - r_rejected), finite for any margin, within ``ATOL_VALUE`` + ``RTOL_VALUE`` * |expected|.
+    -log sigma(r_chosen - r_rejected), finite for any margin, within ``ATOL_VALUE`` + ``RTOL_VALUE`` * |expected|;
+    and a loss that can train: its gradient with respect to both rewards (autograd through the learner's function)
+    must match autograd of the reference loss, which is the closed form sigma(m) - 1 for the chosen reward and
+    1 - sigma(m) for the rejected one, within ``ATOL_PROBS``.
 
-    Known mistakes it names: chosen and rejected swapped, log(sigmoid(m)) (infinite for a margin of -200), a
-    missing minus sign, sigmoid without the log, a mean over pairs instead of per-pair losses.
+    Known mistakes it names: chosen and rejected swapped, log(sigmoid(m)) or log(1 + exp(-m)) (infinite once
+    exp(-m) overflows: m below about -88 in float32), the same computed in float64 (which only moves the overflow
+    to about -709), an epsilon or clamp inside the log (capped at -log(eps)), a missing minus sign, sigmoid
+    without the log, a mean over pairs instead of per-pair losses, a loss with no gradient (detached, or computed
+    in plain Python) or the wrong gradient.
     """
     name = "bradley_terry_loss"
+    F = torch.nn.functional
     cases = _margin_cases(hidden)
     for case, chosen, rejected in cases:
-        args = (chosen.clone(), rejected.clone())
+        args = (chosen.clone().requires_grad_(True), rejected.clone().requires_grad_(True))
         out = _call(bradley_terry_loss, name, *args)
         if type(out) is torch.Tensor and out.dim() == 0 and len(chosen) > 1:
             _fail(name, "returns one number: return the loss of every pair ([B]); the training loop takes the mean",
@@ -146,31 +169,65 @@ def check_bradley_terry_loss(bradley_terry_loss: Callable, hidden: bool = False)
         got = _tensor_result(out, name, chosen.shape, case)
         _inputs_unchanged(name, (chosen, rejected), args, case)
         m = (chosen - rejected).double()
-        want = -torch.nn.functional.logsigmoid(m)
-        if _close(got, want, ATOL_VALUE, RTOL_VALUE):
-            continue
-        if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all()):
-            _fail(name, "gives inf or nan for a large margin: log(sigmoid(m)) underflows once sigmoid(m) rounds to "
-                        "0 (m below about -90 in float32); use torch.nn.functional.logsigmoid, which is exact",
+        want = -F.logsigmoid(m)
+        if not _close(got, want, ATOL_VALUE, RTOL_VALUE):
+            if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all()):
+                overflow64 = -torch.log(torch.sigmoid(m))  # float64: inf only below about -709
+                if _close(got, overflow64, ATOL_VALUE, RTOL_VALUE):
+                    _fail(name, "gives inf for a margin of -800 although it was right at -200: computing "
+                                "log(sigmoid(m)) or log(1 + exp(-m)) in float64 only moves the overflow, from "
+                                "m ≈ -88 (float32) to m ≈ -709 (float64). Use torch.nn.functional.logsigmoid(m) (or "
+                                "softplus(-m)), which is exact for every margin in any dtype",
+                          f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
+                _fail(name, "gives inf or nan for a large negative margin: exp(-m) overflows once m is below about "
+                            "-88 in float32, so log(1 + exp(-m)) is log(inf), and sigmoid(m) = 1 / (1 + exp(-m)) "
+                            "rounds to 0, so log(sigmoid(m)) is log(0). Use torch.nn.functional.logsigmoid(m) (or "
+                            "softplus(-m)), which never forms exp(-m) for a negative m",
+                      f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
+            capped = _capped_log(got, m)
+            variants = [
+                ("chosen and rejected are swapped: the loss must be small when r_chosen > r_rejected",
+                 -F.logsigmoid(-m)),
+                ("the minus sign is missing: the loss is -log sigma(margin), which is >= 0",
+                 F.logsigmoid(m)),
+                ("takes sigmoid without the log: the loss is the negative log-likelihood -log sigma(margin)",
+                 -torch.sigmoid(m)),
+                ("takes 1 - sigmoid(margin): the loss is the negative log-likelihood -log sigma(margin)",
+                 1 - torch.sigmoid(m)),
+            ] + ([("adds an epsilon inside the log (or clamps sigmoid(m) from below): -log(sigmoid(m) + eps) stops "
+                   "at -log(eps) (18.4 for eps = 1e-8), so the pairs the model gets most wrong have a capped loss "
+                   "and a gradient near 0: they teach it nothing. Use torch.nn.functional.logsigmoid(m), which is "
+                   "finite without any epsilon", capped)] if capped is not None else [])
+            mistake = _first_match(got, variants, ATOL_VALUE, RTOL_VALUE, want)
+            _fail(name, mistake or "the losses differ from -log sigma(r_chosen - r_rejected)",
                   f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
-        variants = [
-            ("chosen and rejected are swapped: the loss must be small when r_chosen > r_rejected",
-             -torch.nn.functional.logsigmoid(-m)),
-            ("the minus sign is missing: the loss is -log sigma(margin), which is >= 0",
-             torch.nn.functional.logsigmoid(m)),
-            ("takes sigmoid without the log: the loss is the negative log-likelihood -log sigma(margin)",
-             -torch.sigmoid(m)),
-            ("takes 1 - sigmoid(margin): the loss is the negative log-likelihood -log sigma(margin)",
-             1 - torch.sigmoid(m)),
-        ]
-        mistake = _first_match(got, variants, ATOL_VALUE, RTOL_VALUE, want)
-        _fail(name, mistake or "the losses differ from -log sigma(r_chosen - r_rejected)",
-              f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
-    print(f"bradley_terry_loss passed {len(cases)} cases (tolerance {ATOL_VALUE} + {RTOL_VALUE}·|expected|)")
+        # a loss that can train: gradient with respect to both rewards, as autograd of the reference gives it
+        if not out.requires_grad:
+            _fail(name, "the loss carries no gradient, so a reward model trained with it would never learn: it was "
+                        "cut off from autograd (.detach(), torch.no_grad(), or plain Python: .item(), .tolist(), "
+                        "math.log, torch.tensor(...) of numbers). Compute it with torch operations on the input "
+                        "tensors", f"case: {case}")
+        grads = torch.autograd.grad(out.sum(), args, allow_unused=True)
+        got_grad = [torch.zeros_like(m) if g is None else g.detach().double() for g in grads]
+        reference = (chosen.double().requires_grad_(True), rejected.double().requires_grad_(True))
+        want_grad = torch.autograd.grad(-F.logsigmoid(reference[0] - reference[1]).sum(), reference)
+        m64 = (reference[0] - reference[1]).detach()
+        closed = (torch.sigmoid(m64) - 1, 1 - torch.sigmoid(m64))
+        if not all(_close(a, b, 1e-12) for a, b in zip(want_grad, closed)):  # cannot happen
+            raise RuntimeError("bradley_terry_loss: the closed-form gradient and autograd disagree")
+        for which, g, w in zip(("chosen", "rejected"), got_grad, want_grad):
+            if not _close(g, w, ATOL_PROBS, 1e-4):
+                _fail(name, f"the value is right but the gradient with respect to the {which} rewards is not: "
+                            f"autograd of -logsigmoid(m) gives {'sigma(m) - 1' if which == 'chosen' else '1 - sigma(m)'}"
+                            f". A loss whose value is patched (a detached correction, .data) trains the wrong way",
+                      f"case: {case}: expected {_fmt(w)}, got {_fmt(g)}")
+    print(f"bradley_terry_loss passed {len(cases)} cases (tolerance {ATOL_VALUE} + {RTOL_VALUE}·|expected|; its "
+          f"gradient matches autograd's within {ATOL_PROBS})")
 
 
 def check_bradley_terry_gradient(gradient: Callable, hidden: bool = False) -> None:
-    """Check ``gradient(margins) -> [B]``: d/dm of -log sigma(m), which is sigma(m) - 1, within ``ATOL_PROBS``.
+    """Check ``gradient(margins) -> [B]``: d/dm of -log sigma(m), which is sigma(m) - 1, within ``ATOL_PROBS``:
+    compared with the closed form and with autograd's derivative of the reference loss (the two agree).
 
     Known mistakes it names: the sign flipped (1 - sigma(m)), the -1 forgotten (sigma(m)), -sigma(m),
     the loss itself instead of its derivative.
@@ -186,7 +243,11 @@ def check_bradley_terry_gradient(gradient: Callable, hidden: bool = False) -> No
         _inputs_unchanged(name, (m,), (arg,), case)
         s = torch.sigmoid(m.double())
         want = s - 1
-        if _close(got, want, ATOL_PROBS):
+        leaf = m.double().requires_grad_(True)
+        (autograd,) = torch.autograd.grad(-torch.nn.functional.logsigmoid(leaf).sum(), leaf)
+        if not _close(autograd, want, 1e-12):  # cannot happen: the closed form is autograd's derivative
+            raise RuntimeError("bradley_terry_gradient's closed form and autograd disagree")
+        if _close(got, want, ATOL_PROBS) and _close(got, autograd, ATOL_PROBS):
             continue
         variants = [("the sign is flipped: the loss falls as the margin grows, so its derivative is negative",
                      1 - s),
@@ -194,8 +255,10 @@ def check_bradley_terry_gradient(gradient: Callable, hidden: bool = False) -> No
                     ("-sigma(m) is the derivative of -log sigma(-m), not of -log sigma(m): expected sigma(m) - 1", -s),
                     ("returns the loss -log sigma(m), not its derivative", -torch.nn.functional.logsigmoid(m.double()))]
         mistake = _first_match(got, variants, ATOL_PROBS)
-        _fail(name, mistake or "differs from sigma(m) - 1", f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
-    print(f"bradley_terry_gradient passed {len(margins)} cases (tolerance {ATOL_PROBS})")
+        _fail(name, mistake or "differs from sigma(m) - 1 (and from autograd's derivative of -logsigmoid(m))",
+              f"case: {case}: expected {_fmt(want)}, got {_fmt(got)}")
+    print(f"bradley_terry_gradient passed {len(margins)} cases (tolerance {ATOL_PROBS}; the closed form and "
+          f"autograd agree)")
 
 
 def check_length_slope(length_slope: Callable, hidden: bool = False) -> None:
@@ -268,7 +331,7 @@ QUESTIONS.update({
         answer="B",
         why_not=({
             "A": "a pair is not cheaper to store or to collect than a rating; the gain is in consistency",
-            "C": "a comparison carries at most one bit; a 1-7 rating carries more, but the bits are noisier: each "
+            "C": "a comparison carries at most one bit; a 1-10 rating carries more, but the bits are noisier: each "
                  "person uses the scale differently",
             "D": "ratings can train a reward model too (by regression); pairs are preferred because people agree "
                  "more on comparisons, not because the maths requires them",
