@@ -10,24 +10,19 @@ not targeted.
 """
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
 import torch
 
 from .. import enumerable, grpo
 from ..evaluate import PROTOCOL_SPLIT
+from .ppo import table_figures
 
 
 def enumerable_figures(ref_probs: torch.Tensor, rewards: torch.Tensor,
                        cfg: grpo.EnumerableGRPOConfig = grpo.EnumerableGRPOConfig()) -> dict:
-    """``enumerable_gain_fraction`` after ``cfg.iterations``, the first iteration reaching 95 %, the KL, seconds."""
-    start = time.perf_counter()
-    result = grpo.enumerable_grpo(ref_probs, rewards, cfg)
-    seconds = time.perf_counter() - start
-    reached = next((h["iteration"] for h in result.history if h["gain_fraction"] >= 0.95), None)
-    return {"enumerable_gain_fraction": result.history[-1]["gain_fraction"],
-            "enumerable_iterations": cfg.iterations, "enumerable_iteration_95": reached,
-            "enumerable_kl": result.history[-1]["kl"], "enumerable_s": seconds}
+    """:func:`.ppo.table_figures` of :func:`helpers.grpo.enumerable_grpo` with ``cfg``."""
+    return table_figures(lambda: grpo.enumerable_grpo(ref_probs, rewards, cfg), cfg.iterations)
 
 
 def bench_grpo() -> dict:
@@ -39,13 +34,11 @@ def bench_grpo() -> dict:
     ref_probs, rewards = view.ref_probs, view.rewards
     default = grpo.EnumerableGRPOConfig()
     out = {"grpo": enumerable_figures(ref_probs, rewards, default),
-           "rloo": enumerable_figures(ref_probs, rewards,
-                                      grpo.EnumerableGRPOConfig(**{**default.__dict__, "advantage": "rloo"}))}
+           "rloo": enumerable_figures(ref_probs, rewards, replace(default, advantage="rloo"))}
     # k3 in the loss diverges at the default step on small views: a constant 0.1, as measured stable
     variants = {"dr_grpo": {"scale_rewards": False}, "k3_in_loss": {"kl_in": "loss", "lr": 0.1, "lr_decay": False}}
     out["grpo"]["variants"] = {
-        name: {k: v for k, v in enumerable_figures(
-            ref_probs, rewards, grpo.EnumerableGRPOConfig(**{**default.__dict__, **change})).items()
-            if k in ("enumerable_gain_fraction", "enumerable_kl")}
+        name: {k: v for k, v in enumerable_figures(ref_probs, rewards, replace(default, **change)).items()
+               if k in ("enumerable_gain_fraction", "enumerable_kl")}
         for name, change in variants.items()}
     return out

@@ -26,17 +26,22 @@ RUN = rlhf.PPOConfig()        # everything else: the defaults
 FAILURES = ("harmful_compliance", "false_answer", "fabrication", "insult")
 
 
-def enumerable_figures(reference, cfg: ppo.EnumerablePPOConfig = ppo.EnumerablePPOConfig()) -> dict:
-    """``enumerable_gain_fraction`` after ``cfg.iterations``, the first iteration reaching 95 %, and the seconds."""
-    view = enumerable.load_view(PROTOCOL_SPLIT).by_reward()   # equal-reward candidates merged: same optimum
-    ref_probs, rewards = view.ref_probs, view.rewards
+def table_figures(train, iterations: int) -> dict:
+    """Run ``train()``, a policy-gradient run on the enumerable view (PPO here, GRPO and RLOO in :mod:`.grpo`), and
+    report ``enumerable_gain_fraction`` after ``iterations``, the first iteration reaching 95 %, the KL and seconds."""
     start = time.perf_counter()
-    result = ppo.enumerable_ppo(ref_probs, rewards, cfg)
+    result = train()
     seconds = time.perf_counter() - start
     reached = next((h["iteration"] for h in result.history if h["gain_fraction"] >= 0.95), None)
     return {"enumerable_gain_fraction": result.history[-1]["gain_fraction"],
-            "enumerable_iterations": cfg.iterations, "enumerable_iteration_95": reached,
+            "enumerable_iterations": iterations, "enumerable_iteration_95": reached,
             "enumerable_kl": result.history[-1]["kl"], "enumerable_s": seconds}
+
+
+def enumerable_figures(reference, cfg: ppo.EnumerablePPOConfig = ppo.EnumerablePPOConfig()) -> dict:
+    """:func:`table_figures` of :func:`helpers.ppo.enumerable_ppo` with ``cfg`` on the test split's view."""
+    view = enumerable.load_view(PROTOCOL_SPLIT).by_reward()   # equal-reward candidates merged: same optimum
+    return table_figures(lambda: ppo.enumerable_ppo(view.ref_probs, view.rewards, cfg), cfg.iterations)
 
 
 def lm_figures(reference, reward, ref_figures: dict, betas=BETAS, cfg: rlhf.PPOConfig = RUN) -> dict:
