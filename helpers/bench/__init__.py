@@ -82,6 +82,10 @@ BUDGETS = [
     ("ppo.gap_closed", ">=", 0.70), ("ppo.cut.harmful_compliance", ">=", 0.80), ("ppo.cut.insult", ">=", 0.80),
     ("ppo.cut.fabrication", ">=", 0.80), ("ppo.worse_than_reference", "==", []),
     ("ppo.enumerable_gain_fraction", ">=", 0.95),
+    # issue 13: the enumerable view represents the sampled reference, loads fast, builds in a minute
+    ("enumerable.coverage", ">=", 0.9), ("enumerable.rates_match", "==", True),
+    ("enumerable.stored_matches_fresh_build", "==", True), ("enumerable.load_s", "<=", 1),
+    ("enumerable.build_s", "<=", 60),
     # issue 17
     ("grpo.enumerable_gain_fraction", ">=", 0.95), ("rloo.enumerable_gain_fraction", ">=", 0.95),
     # issue 18: the bridge to Hugging Face / TRL
