@@ -16,6 +16,33 @@ import argparse
 from pathlib import Path
 
 
+def _build_preferences() -> None:
+    from .reward import PREFERENCES_PATH, build_preferences
+    pairs = build_preferences(PREFERENCES_PATH)
+    print(f"saved {len(pairs)} preference pairs to {PREFERENCES_PATH}")
+
+
+def _build_reward_model() -> None:
+    from .reward import REWARD_MODEL_PATH, build_reward_model
+    result = build_reward_model(REWARD_MODEL_PATH)
+    print(f"saved the course reward model (step {result.best_step}) to {REWARD_MODEL_PATH}")
+
+
+def _build_views() -> None:
+    from .enumerable import VIEWS_PATH, build_views
+    stored = build_views(VIEWS_PATH)
+    print(f"saved the enumerable views of {', '.join(stored['splits'])} to {VIEWS_PATH}")
+
+
+# `python -m helpers build NAME`: name -> (what it builds, the function that builds it and says where it saved it).
+# `make artifacts` builds every one, in this order (later ones may load earlier ones).
+BUILDS = {
+    "preferences": ("the course preference set (the reference model's samples, labeled)", _build_preferences),
+    "reward-model": ("the course reward model, trained on the preference set", _build_reward_model),
+    "views": ("the reference model's enumerable view of the validation and test splits", _build_views),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,10 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--against", type=Path, default=None,
                    help="a second checkpoint to report KL and win rate against (default: the reference)")
     a = sub.add_parser("build", help="build a course artifact from its seed (what `make artifacts` runs)")
-    a.add_argument("artifact", choices=["preferences", "reward-model", "views"],
-                   help="preferences: the course preference set (the reference model's samples, labeled); "
-                        "reward-model: the course reward model, trained on it; "
-                        "views: the reference model's enumerable view of the validation and test splits")
+    a.add_argument("artifact", choices=list(BUILDS),
+                   help="; ".join(f"{name}: {doc}" for name, (doc, _) in BUILDS.items()))
     b = sub.add_parser("bench", help="measure the benchmark figures; write bench.json")
     b.add_argument("--out", type=Path, default=Path("bench.json"))
     x = sub.add_parser("exercises", help="regenerate the exercise notebooks from the solution notebooks")
@@ -66,18 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             evaluate_checkpoint(args.checkpoint, args.against)
         except (FileNotFoundError, CheckpointError) as e:  # a bad path is the user's mistake: one line, no traceback
             raise SystemExit(f"python -m helpers evaluate: {e}") from None
-    elif args.command == "build" and args.artifact == "preferences":
-        from .reward import PREFERENCES_PATH, build_preferences
-        pairs = build_preferences(PREFERENCES_PATH)
-        print(f"saved {len(pairs)} preference pairs to {PREFERENCES_PATH}")
-    elif args.command == "build" and args.artifact == "views":
-        from .enumerable import VIEWS_PATH, build_views
-        stored = build_views(VIEWS_PATH)
-        print(f"saved the enumerable views of {', '.join(stored['splits'])} to {VIEWS_PATH}")
     elif args.command == "build":
-        from .reward import REWARD_MODEL_PATH, build_reward_model
-        result = build_reward_model(REWARD_MODEL_PATH)
-        print(f"saved the course reward model (step {result.best_step}) to {REWARD_MODEL_PATH}")
+        BUILDS[args.artifact][1]()
     elif args.command == "bench":
         from .bench import run_bench
         run_bench(args.out)
