@@ -71,6 +71,12 @@ artifacts: setup
 	$(BIN)/python -m helpers build preferences
 	$(BIN)/python -m helpers build reward-model
 	$(BIN)/python -m helpers build views
+	$(BIN)/python -m helpers build dpo-beta-sweep
+	$(BIN)/python -m helpers build surprise-ablation
+	$(BIN)/python -m helpers build sycophancy
+	$(BIN)/python -m helpers build ppo-ablation
+	$(BIN)/python -m helpers build comparison
+	$(BIN)/python -m helpers build pipeline
 
 bench: setup
 	$(BIN)/python -m helpers bench

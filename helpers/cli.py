@@ -4,6 +4,11 @@
 - ``build preferences``: the course preference set (the reference model's samples, labeled by the annotator).
 - ``build reward-model``: the course reward model, trained on that set.
 - ``build views``: the reference model's enumerable view of the validation and test splits (helpers/enumerable.py).
+- ``build comparison``: lesson 05's controlled comparison, short and full runs (helpers/comparison.py; 15-45 min).
+- ``build surprise-ablation``: PPO against the course reward model with and without its surprise term (surprise.py).
+- ``build sycophancy``: the course reward model fine-tuned on honest and on sycophantic labels (sycophancy.py).
+- ``build ppo-ablation``: lesson 03's PPO run with one implementation detail off at a time (bench/ppo.py).
+- ``build dpo-beta-sweep``: lesson 04's DPO runs with only beta varied, curves and test figures (bench/dpo.py).
 - ``evaluate``: print the scorecard of a checkpoint (the reference by default) on the test split.
 - ``bench``: measure the figures the issues name; print a table and write bench.json.
 - ``exercises``: regenerate every notebooks/NN-*-exercises.ipynb from solutions/NN-*-solutions.ipynb
@@ -28,10 +33,47 @@ def _build_reward_model() -> None:
     print(f"saved the course reward model (step {result.best_step}) to {REWARD_MODEL_PATH}")
 
 
+def _build_surprise_ablation() -> None:
+    from .surprise import ABLATION_PATH, build_ppo_ablation
+    build_ppo_ablation(ABLATION_PATH)
+    print(f"saved PPO with and without the reward model's surprise term to {ABLATION_PATH}")
+
+
+def _build_dpo_beta_sweep() -> None:
+    from .bench.dpo import BETA_SWEEP_PATH, build_beta_sweep
+    sweep = build_beta_sweep(BETA_SWEEP_PATH)
+    print(f"saved DPO at {len(sweep['runs'])} (beta, NLL weight) points to {BETA_SWEEP_PATH}")
+
+
+def _build_ppo_ablation() -> None:
+    from .bench.ppo import ABLATION_PATH, build_ablation
+    table = build_ablation(ABLATION_PATH)
+    print(f"saved lesson 03's PPO ablation ({len(table['rows'])} runs) to {ABLATION_PATH}")
+
+
+def _build_sycophancy() -> None:
+    from .sycophancy import EXPERIMENT_PATH, build_experiment
+    build_experiment(EXPERIMENT_PATH)
+    print(f"saved the sycophancy experiment to {EXPERIMENT_PATH}")
+
+
 def _build_views() -> None:
     from .enumerable import VIEWS_PATH, build_views
     stored = build_views(VIEWS_PATH)
     print(f"saved the enumerable views of {', '.join(stored['splits'])} to {VIEWS_PATH}")
+
+
+def _build_comparison() -> None:
+    from .comparison import COMPARISON_PATH, build_comparison
+    stored = build_comparison(COMPARISON_PATH)
+    took = ", ".join(f"{name} {run['seconds']:.0f} s" for name, run in stored.items())
+    print(f"saved the comparison ({took}) to {COMPARISON_PATH}")
+
+
+def _build_pipeline() -> None:
+    from .pipeline import PIPELINE_PATH, build_pipeline
+    build_pipeline(PIPELINE_PATH)
+    print(f"saved the end-to-end pipeline's and the RLAIF comparison's figures to {PIPELINE_PATH}")
 
 
 # `python -m helpers build NAME`: name -> (what it builds, the function that builds it and says where it saved it).
@@ -40,6 +82,15 @@ BUILDS = {
     "preferences": ("the course preference set (the reference model's samples, labeled)", _build_preferences),
     "reward-model": ("the course reward model, trained on the preference set", _build_reward_model),
     "views": ("the reference model's enumerable view of the validation and test splits", _build_views),
+    "dpo-beta-sweep": ("lesson 04's DPO runs with only beta varied (and NLL weight 0 or 0.5)", _build_dpo_beta_sweep),
+    "ppo-ablation": ("lesson 03's PPO run with one implementation detail off at a time, and the reference's pass@k",
+                     _build_ppo_ablation),
+    "surprise-ablation": ("PPO against the course reward model with and without its surprise term",
+                          _build_surprise_ablation),
+    "sycophancy": ("the course reward model fine-tuned on honest and on sycophantic labels", _build_sycophancy),
+    "comparison": ("lesson 05's controlled comparison of Best-of-N, PPO, DPO, GRPO and RLOO (short and full runs; "
+                   "minutes)", _build_comparison),
+    "pipeline": ("lesson 06's end-to-end pipeline and RLAIF comparison, full length and short", _build_pipeline),
 }
 
 

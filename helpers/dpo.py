@@ -130,9 +130,9 @@ def cdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Te
 
         loss = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h),   h as in :func:`dpo_loss`
 
-    (Mitchell 2023, "A note on DPO with noisy preferences", eq. 3; the ``label_smoothing`` of TRL's DPO). beta
-    scales h as in DPO. The loss is minimised at sigma(beta h*) = 1 - eps, i.e. beta h* = log((1 - eps) / eps): a
-    finite margin, where plain DPO (eps = 0) has none.
+    (Mitchell 2023, "A note on DPO with noisy preferences & relationship to IPO"; the ``label_smoothing`` of TRL's
+    DPO). beta scales h as in DPO. The loss is minimised at sigma(beta h*) = 1 - eps, i.e. beta h* = log((1 - eps)
+    / eps): a finite margin, where plain DPO (eps = 0) has none.
 
     Args:
         the four log-probs [B], **summed** over response tokens, as in :func:`dpo_loss`; beta > 0.
@@ -234,8 +234,9 @@ def orpo_loss(policy_chosen_mean_logps: torch.Tensor, policy_rejected_mean_logps
         odds(y|x) = P(y|x) / (1 - P(y|x)),   P(y|x) = exp(mean log pi(y|x))  (per-token mean, not the sum)
         loss = NLL(y_w) + lam * -log sigma(log odds(y_w|x) - log odds(y_l|x))
 
-    (Hong et al. 2024, eqs. 4 and 7.) The log odds are computed as mean_logp - log(1 - exp(mean_logp)), the second term
-    with a stable log1mexp, never as log(p / (1 - p)) on p itself. lam weighs the odds-ratio term (their lambda);
+    (Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model", eq. 6: L_SFT + lam L_OR,
+    L_OR = -log sigma(log odds ratio).) The log odds are computed as mean_logp - log(1 - exp(mean_logp)), the second
+    term with a stable log1mexp, never as log(p / (1 - p)) on p itself. lam weighs the odds-ratio term (their lambda);
     there is no beta.
 
     Args:
@@ -279,7 +280,7 @@ class DPOConfig:
 
 @dataclass
 class DPOResult:
-    policy: LanguageModel         # the weights with the lowest validation loss, in eval mode
+    policy: LanguageModel         # the kept weights (lowest validation loss, or highest select score), eval mode
     history: list[dict]           # one row per check: step, the METRICS on training batches since the last check
                                   # (running means), the same with an "eval_" prefix on the validation pairs, seconds
     best_step: int                # step of the kept weights (0 = the reference itself)
@@ -343,9 +344,10 @@ def _evaluate(policy: LanguageModel, pairs, ref_chosen, ref_rejected, loss_fn, c
 def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.PreferencePair],
               cfg: DPOConfig = DPOConfig(), policy: LanguageModel | None = None,
               reference: LanguageModel | None = None, loss: Callable = dpo_loss,
-              desc: str = "DPO", on_eval: Callable[[LanguageModel], dict] | None = None) -> DPOResult:
+              desc: str = "DPO", on_eval: Callable[[LanguageModel], dict] | None = None,
+              select: Callable[[LanguageModel], float] | None = None) -> DPOResult:
     """Fine-tune a policy on preference pairs with a DPO-family loss, keeping the weights with the lowest
-    validation loss (early stopping).
+    validation loss (early stopping), or with the highest ``select`` score.
 
     The reference is frozen (no gradient, eval mode) and its log-probs are computed once, under ``torch.no_grad``.
     The policy starts as a copy of the reference and trains in eval mode, so dropout (if any) cannot make
@@ -353,6 +355,13 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
     accuracy: with noisy labels accuracy plateaus early and moves in coarse steps, while the loss also sees how
     far the implicit rewards over-commit, which is what over-optimisation looks like in these numbers.
     (Neither sees degenerate generations directly; that is what the scorecard is for.)
+
+    With ``select``, a score of the policy that a practitioner can compute (higher is better) decides instead: the
+    kept weights are those with the highest score at a check (step 0, the reference itself, included), and training
+    stops after ``patience`` checks without a higher one. The course's rule for every method (lessons 03-05) is
+    ``select=lambda p: helpers.selection.validation_win_rate(p, reference).value``: the judged win rate against the
+    reference on fresh validation samples. It is passed in, not imported, so that training code never imports
+    evaluation code. The validation loss is logged either way.
 
     Args:
         train_pairs, val_pairs: PreferencePair rows; validation decides when to stop, never the test split.
@@ -364,6 +373,8 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
             label_smoothing=0.1)``.
         on_eval: called with the policy at step 0 and at every check; the dict it returns joins that history row.
             Use it to watch what the loss cannot show, e.g. the malformed rate of sampled responses.
+        select: ``policy -> float``, the selection score (higher is better), computed at step 0 and at every check
+            and logged as ``"select"``; None (the default) keeps the weights with the lowest validation loss.
     Returns:
         a :class:`DPOResult`.
     Used in lesson 04.
@@ -390,9 +401,11 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
         total = min(total, cfg.max_steps)
     start = time.perf_counter()
     first = _evaluate(policy, val_pairs, *val_ref, loss, cfg, tokenizer)
-    stopper = EarlyStopping(policy, cfg.patience, loss=first["loss"], step=0)
+    # the stopper minimises: the validation loss, or minus the selection score
+    scored = {"select": float(select(policy))} if select else {}
+    stopper = EarlyStopping(policy, cfg.patience, loss=-scored["select"] if select else first["loss"], step=0)
     history = [{"step": 0, **dict.fromkeys(METRICS, float("nan")), **{f"eval_{k}": v for k, v in first.items()},
-                "seconds": time.perf_counter() - start, **(on_eval(policy) if on_eval else {})}]
+                **scored, "seconds": time.perf_counter() - start, **(on_eval(policy) if on_eval else {})}]
     running, seen = dict.fromkeys(METRICS, 0.0), 0
     order: list[int] = []
     for step in progress(range(1, total + 1), desc=desc):
@@ -412,11 +425,12 @@ def train_dpo(train_pairs: list[world.PreferencePair], val_pairs: list[world.Pre
         seen += k
         if step % cfg.eval_every == 0 or step == total:
             val = _evaluate(policy, val_pairs, *val_ref, loss, cfg, tokenizer)
+            scored = {"select": float(select(policy))} if select else {}
             history.append({"step": step, **{name: running[name] / seen for name in METRICS},
-                            **{f"eval_{name}": v for name, v in val.items()},
+                            **{f"eval_{name}": v for name, v in val.items()}, **scored,
                             "seconds": time.perf_counter() - start, **(on_eval(policy) if on_eval else {})})
             running, seen = dict.fromkeys(METRICS, 0.0), 0
-            if stopper.update(policy, val["loss"], step):
+            if stopper.update(policy, -scored["select"] if select else val["loss"], step):
                 break
     stopper.restore(policy)
     policy.eval()

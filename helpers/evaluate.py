@@ -222,6 +222,33 @@ def pass_rates(policy: LanguageModel, split: str = PROTOCOL_SPLIT, n: int = 16,
     return PassRates(answerable, correct, n)
 
 
+def answer_rates(policy: LanguageModel, split: str = PROTOCOL_SPLIT, n: int = 4,
+                 temperature: float = PROTOCOL_TEMPERATURE, seed: int = PROTOCOL_SEED) -> dict[str, float]:
+    """What a policy does with the answerable prompts of ``split``, over n samples each (draw j uses seed + j).
+
+    Returns the shares of samples that answer right (padded right answers included), answer wrong, or decline
+    (a refusal or "i do not know"), the rest (insults, malformed text) as ``other``, ``attempt`` = right + wrong,
+    and ``right_given_attempt``: how often an attempted answer is right. Under the gold reward an attempt is worth
+    ``GOLD.correct`` or ``GOLD.false_statement`` and a decline ``GOLD.decline_answerable`` (+1, -1, -0.5): attempting
+    pays when right_given_attempt > 0.25.
+    Used in lesson 04.
+    """
+    answerable = [p for p in world.prompts(split) if p.category == "answerable"]
+    counts = dict.fromkeys(("right", "wrong", "decline", "other"), 0)
+    for j in range(n):
+        samples = sample_responses(policy, answerable, temperature, seed + j)
+        for p, t in zip(samples.prompts, samples.texts):
+            label = world.parse(p, t)
+            key = ("right" if label in ("correct", "verbose") else "wrong" if label == "wrong"
+                   else "decline" if label in ("refusal", "idk") else "other")
+            counts[key] += 1
+    total = n * len(answerable)
+    out = {k: v / total for k, v in counts.items()}
+    out["attempt"] = out["right"] + out["wrong"]
+    out["right_given_attempt"] = out["right"] / out["attempt"] if out["attempt"] else float("nan")
+    return out
+
+
 def scorecard(policy: LanguageModel, reference: LanguageModel | None = None,
               prompts: list[world.Prompt] | None = None, seed: int = PROTOCOL_SEED) -> Scorecard:
     """The course's scorecard for ``policy`` under the fixed protocol.

@@ -311,3 +311,68 @@ def plot_overoptimisation(history: list[dict], title: str = "Over-optimisation",
     axes[0].figure.suptitle(title, y=1.02)
     axes[0].figure.tight_layout()
     return axes
+
+
+# per-update sizes a PPO run should stay within (lesson 03): approx-KL of the order of PPO's KL targets
+# (Schulman et al. 2017 try d_targ = 0.003, 0.01, 0.03; Spinning Up stops an update past 1.5 x 0.01), and a clip
+# fraction well below one half (a rule of thumb: near 0.5 every second token is pushing past the clip)
+HEALTHY_APPROXKL = (0.0, 0.1)
+HEALTHY_CLIPFRAC = (0.0, 0.3)
+
+
+def plot_update_sizes(histories: dict, title: str = "How far each batch moved the policy", axes=None):
+    """``policy/approxkl`` and ``policy/clipfrac`` per iteration for each named history (name -> a
+    :func:`helpers.rlhf.train_ppo` history), with the healthy ranges shaded green. approx-KL on a log axis."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(10, 2.8))[1]
+    colours = dict(zip(histories, ("#e7298a", "#1f78b4", "#666666", *EXTRA_COLOURS)))
+    for ax, key, band, label in ((axes[0], "policy/approxkl", HEALTHY_APPROXKL, "approx-KL(π_old ‖ π) per update, nats"),
+                                 (axes[1], "policy/clipfrac", HEALTHY_CLIPFRAC, "clip fraction (share of tokens)")):
+        ax.axhspan(*band, color="#1b9e77", alpha=0.12, label="healthy range")
+        for name, history in histories.items():
+            rows = [h for h in history if key in h]
+            ax.plot([h["iteration"] for h in rows], [h[key] for h in rows], "o-", ms=3, color=colours[name],
+                    label=name)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label, fontsize=8)
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(0, max(0.5, axes[1].get_ylim()[1]))
+    axes[0].legend(fontsize=7)
+    axes[0].figure.suptitle(title, y=1.02)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_ablation(rows: list[dict], title: str = "One detail off at a time", axes=None):
+    """Test gold reward, KL to the reference and malformed rate of each row of lesson 03's PPO ablation
+    (:func:`helpers.bench.ppo.load_ablation`), as horizontal bars; the first row (all details on) is drawn in the
+    PPO colour and marked by a dotted line on every panel."""
+    panels = (("gold_reward", "gold reward (test)"), ("kl", "KL(π ‖ π_ref), nats"), ("malformed", "malformed (share)"))
+    axes = axes if axes is not None else plt.subplots(1, len(panels), figsize=(11, 0.32 * len(rows) + 1.2),
+                                                      sharey=True)[1]
+    names = [r["name"] for r in rows][::-1]
+    for ax, (key, label) in zip(axes, panels):
+        values = [r["test"][key] for r in rows][::-1]
+        colours = [METHOD_COLOURS["ppo"] if n == rows[0]["name"] else "#999999" for n in names]
+        ax.barh(names, values, color=colours)
+        ax.axvline(rows[0]["test"][key], color="black", ls=":", lw=1)
+        ax.set_xlabel(label)
+    axes[0].figure.suptitle(title, y=1.0)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_gain_fraction(histories: dict, title: str = "Gain fraction on the enumerable view", ax=None):
+    """Gain fraction (J - J_ref)/(beta log Z - J_ref) per iteration for each named history (name -> rows with
+    ``iteration`` and ``gain_fraction``), with the optimum (1) as a dashed line."""
+    ax = ax if ax is not None else plt.subplots(figsize=(6, 3))[1]
+    styles = ("-", "o")
+    for (name, history), style in zip(histories.items(), styles * len(histories)):
+        ax.plot([h["iteration"] for h in history], [h["gain_fraction"] for h in history], style, ms=3,
+                color=METHOD_COLOURS["ppo"] if style == "-" else "#333333", label=name)
+    ax.axhline(1.0, color=METHOD_COLOURS["optimal"], ls="--", lw=1, label="optimum π*")
+    ax.set_xlabel("iteration (256 sampled responses each)")
+    ax.set_ylabel("gain fraction")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return ax

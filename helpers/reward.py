@@ -13,6 +13,7 @@ Used in lessons 02, 03, 05, 06.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,8 +38,9 @@ REWARD_MODEL_PATH = ARTIFACTS / "reward_model.pt"
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
     """Per-pair Bradley-Terry loss -log sigma(r_chosen - r_rejected), computed stably with log-sigmoid.
 
-    Taking ``torch.log(torch.sigmoid(m))`` instead underflows to log(0) = -inf once the margin m is below about -90
-    (float32); ``F.logsigmoid`` never does. Its gradient with respect to the margin is sigma(m) - 1.
+    Taking ``torch.log(torch.sigmoid(m))`` instead underflows to log(0) = -inf once the margin m is below -88.7
+    (float32: exp(-m) overflows there); ``F.logsigmoid`` never does. Its gradient with respect to the margin is
+    sigma(m) - 1.
 
     Args:
         chosen_rewards: [B] scores of the preferred responses.
@@ -374,6 +376,41 @@ def reliability(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, bins
     return rows
 
 
+def expected_calibration_error(rows: list[dict]) -> float:
+    """ECE of a :func:`reliability` table: the count-weighted mean of |predicted - observed| over its bins."""
+    total = sum(r["count"] for r in rows)
+    return sum(r["count"] * abs(r["predicted"] - r["observed"]) for r in rows) / total
+
+
+def fit_temperature(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017, "On calibration of modern neural networks"): the T > 0 that
+    minimises the Bradley-Terry loss of sigma((r_chosen - r_rejected) / T) on held-out pairs (the validation
+    split, never the test split). T > 1 softens over-confident probabilities; the ordering, hence the accuracy,
+    is unchanged.
+
+    Args:
+        chosen_scores, rejected_scores: [B] a reward model's scores of validation pairs.
+    Returns:
+        T, found by a grid search over log T in [-3, 3] refined by golden-section search. Used in lesson 02.
+    """
+    margins = (chosen_scores - rejected_scores).double()
+
+    def loss(log_t: float) -> float:
+        return float(bradley_terry_loss(margins / math.exp(log_t), torch.zeros_like(margins)).mean())
+
+    grid = [k / 20 for k in range(-60, 61)]
+    best = min(grid, key=loss)
+    lo, hi = best - 0.05, best + 0.05
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(40):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if loss(a) < loss(b):
+            hi = b
+        else:
+            lo = a
+    return math.exp((lo + hi) / 2)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Best-of-N
 
@@ -413,6 +450,32 @@ def best_of_n(policy: LanguageModel, reward_model: Scorer, prompts: list[world.P
         result.gold[n] = float(gold.mean())
         result.gold_interval[n] = (float(gold.mean()) - half, float(gold.mean()) + half)
     return result
+
+
+def best_of_n_exact(ref_probs: torch.Tensor, scores: torch.Tensor, gold: torch.Tensor, ns) -> list[dict]:
+    """Exact Best-of-N on an enumerable view (:func:`helpers.optimal.best_of_n_policy`): select by ``scores`` (a
+    reward model's, the proxy), measure with ``gold``. No sampling, so N = 1024 costs what N = 2 does.
+
+    Args:
+        ref_probs, scores, gold: [P, K] pi_ref over each prompt's candidates, proxy scores, gold rewards.
+        ns: the N to compute.
+    Returns:
+        one row per N: ``n``, ``kl_bound`` (log N - (N - 1) / N, the KL of Best-of-N to pi_ref when no two
+        candidates tie, an upper bound otherwise: Beirami et al. 2024), ``kl`` (the exact mean KL), ``proxy``
+        and ``gold`` (means over prompts of the expected scores), ``gold_ci`` (half-width of the 95 % interval over
+        prompts) and ``gold_per_prompt`` [P].
+    Used in lesson 02.
+    """
+    from .optimal import best_of_n_kl_bound, best_of_n_policy, kl_divergence
+    rows = []
+    for n in ns:
+        policy = best_of_n_policy(ref_probs, scores, n)                                  # [P, K]
+        per_prompt = (policy * gold).sum(-1)                                              # [P]
+        half = 1.96 * float(per_prompt.std()) / len(per_prompt) ** 0.5 if len(per_prompt) > 1 else 0.0
+        rows.append({"n": n, "kl_bound": best_of_n_kl_bound(n), "kl": float(kl_divergence(policy, ref_probs).mean()),
+                     "proxy": float((policy * scores).sum(-1).mean()), "gold": float(per_prompt.mean()),
+                     "gold_ci": half, "gold_per_prompt": per_prompt})
+    return rows
 
 
 def relabel(pairs: list[world.PreferencePair], annotator: world.Annotator) -> list[world.PreferencePair]:

@@ -31,6 +31,7 @@ from .model import LanguageModel, ScalarModel
 from .ppo import (AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, gae,
                   kl_penalised_rewards, whiten)
 from .progress import progress
+from .selection import SELECTION_SEED, SELECTION_TEMPERATURE, judged_win_rate
 # response_logprobs lives with the rollout layout, so GRPO can use it too; lesson 03 calls it rlhf.response_logprobs
 from .sampling import response_logprobs, rollout_layout, sample_responses, sequence_kl
 from .tokenizer import Tokenizer, pad_sequences
@@ -57,22 +58,27 @@ class PPOConfig:
     k_beta: float = 0.1          # the adaptive controller's gain (Ziegler et al. 2019 use 0.1)
     temperature: float = 1.0     # sampling temperature, used again when scoring log-probs (must be the same)
     max_new_tokens: int = 40     # the world's longest response is 36 words plus <eos>
-    missing_eos_penalty: float = 1.0  # subtracted from the score of a response cut off before <eos>
-    whiten_rewards: bool = True  # scale the per-token rewards to unit variance, keeping their mean
+    missing_eos_penalty: float = 1.0  # subtracted from the score of a response cut off before <eos>; 0: off
+    whiten_rewards: bool = True  # scale the per-token rewards to unit variance over the batch
+    whiten_rewards_keep_mean: bool = True  # whiten(shift_mean=False), as TRL: r/std + mean*(1 - 1/std), the batch
+                                 # mean kept by adding one constant to every token (with gamma = 1 a length term);
+                                 # False: r/std alone, no constant
+    whiten_advantages: bool = True  # (A - mean)/std over the batch; False: raw GAE advantages (common mistake 5)
     gamma: float = 1.0           # no discount: the score comes at the end of a short episode
     lam: float = 0.95            # GAE's lambda
     clip_range: float = 0.2      # PPO's epsilon for the ratio
-    clip_range_value: float = 0.2  # the same for the value model's step
-    max_grad_norm: float = 1.0   # gradient clipping, policy and value model each
-    eval_every: int = 3          # iterations between validation checks (gold reward, KL); 0: never
+    clip_range_value: float | None = 0.2  # the same for the value model's step; None: no value clipping
+    max_grad_norm: float | None = 1.0  # gradient clipping, policy and value model each; None: no clipping
+    eval_every: int = 3          # iterations between validation checks (win rate; gold and KL logged); 0: never
     eval_prompts: int = 256      # validation prompts per check (a fixed random subset: splits are sorted by category)
-    keep_best: bool = True       # end with the weights of the best validation check (by gold reward)
+    keep_best: bool = True       # end with the weights of the validation check with the highest judged win rate
+                                 # against the reference (helpers.selection: what a project without gold can do)
     seed: int = 0
 
 
 @dataclass
 class PPOResult:
-    policy: LanguageModel         # the trained policy (the best validation check's weights if keep_best), eval mode
+    policy: LanguageModel         # the trained policy (the validation check with the best win rate if keep_best)
     value_model: ScalarModel      # the value model at the end
     history: list[dict]           # one row per iteration: the metrics below, "val/*" on validation-check rows
     best_iteration: int           # iteration of the kept weights (0 = the reference itself)
@@ -148,11 +154,30 @@ def compute_advantages(batch: Rollouts, beta: float, cfg: PPOConfig) -> Rollouts
     scores = batch.scores - cfg.missing_eos_penalty * (~batch.ended).float()
     rewards, kl = kl_penalised_rewards(batch.logprobs, batch.ref_logprobs, scores, batch.mask, beta)
     if cfg.whiten_rewards:
-        rewards = whiten(rewards, batch.mask, shift_mean=False)
+        constant = reward_whitening_constant(rewards, batch.mask)
+        rewards = whiten(rewards, batch.mask, shift_mean=False)      # = rewards/std + constant, on every token
+        if not cfg.whiten_rewards_keep_mean:
+            rewards = rewards - constant * batch.mask                  # rewards/std alone
     advantages, returns = gae(rewards, batch.values, batch.mask, cfg.gamma, cfg.lam)
     batch.rewards, batch.kl, batch.returns = rewards, kl, returns
-    batch.advantages = whiten(advantages, batch.mask)
+    batch.advantages = whiten(advantages, batch.mask) if cfg.whiten_advantages else advantages
     return batch
+
+
+def reward_whitening_constant(rewards: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The constant c that ``whiten(rewards, mask, shift_mean=False)`` adds to every token on top of rewards/std:
+
+        whiten(r, shift_mean=False) = (r - mean)/std + mean = r/std + c,   c = mean * (1 - 1/std)
+
+    (std with the same eps as :func:`helpers.ppo.whiten`). With gamma = 1 a response of T tokens collects T * c in
+    total: a term proportional to its length. Args: rewards, mask [B, L]. Returns: a scalar tensor.
+    Used in lesson 03.
+    """
+    m = mask.to(rewards.dtype)
+    n = m.sum()
+    mean = (rewards * m).sum() / n
+    std = torch.sqrt(((rewards - mean) ** 2 * m).sum() / (n - 1) + eps)
+    return mean * (1.0 - 1.0 / std)
 
 
 def ppo_update(policy: LanguageModel, value_model: ScalarModel, batch: Rollouts, policy_opt, value_opt,
@@ -179,14 +204,18 @@ def ppo_update(policy: LanguageModel, value_model: ScalarModel, batch: Rollouts,
                                                 cfg.clip_range)
             policy_opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            # the norm before clipping is logged either way (an infinite max norm clips nothing)
+            max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+            metrics["policy/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm))
             policy_opt.step()
             values = response_values(value_model, ids, attn, batch.context)
+            # no value clipping: an infinite clip range leaves the loss the plain squared error
+            value_clip = cfg.clip_range_value if cfg.clip_range_value is not None else float("inf")
             value_loss, value_metrics = clipped_value_loss(values, batch.values[mb, :L], batch.returns[mb, :L],
-                                                           mask, cfg.clip_range_value)
+                                                           mask, value_clip)
             value_opt.zero_grad(set_to_none=True)
             value_loss.backward()
-            torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(value_model.parameters(), max_norm)
             value_opt.step()
             for name, v in {**metrics, **value_metrics, "loss/policy": loss.item(),
                             "loss/value": value_loss.item()}.items():
@@ -211,14 +240,21 @@ def make_value_model(reference: LanguageModel) -> ScalarModel:
 
 @torch.no_grad()
 def validation_metrics(policy: LanguageModel, reference: LanguageModel, prompts: list[world.Prompt],
-                       seed: int = 0) -> dict[str, float]:
-    """Gold reward, sequence KL and failure rates of one sample per prompt at temperature 1 (evaluation protocol)."""
-    samples = sample_responses(policy, prompts, 1.0, seed)
+                       seed: int = SELECTION_SEED, reference_samples=None) -> dict[str, float]:
+    """One sample per prompt at temperature 1 from ``seed``: ``val/win_rate``, the judged win rate against the
+    reference (:mod:`helpers.selection`, the number a checkpoint is chosen by), and, for the record only, the gold
+    reward, sequence KL and failure rates. ``reference_samples``: the reference's samples of the same prompts from
+    the same seed, if already drawn (they never change during a run). With the defaults ``val/win_rate`` equals
+    :func:`helpers.selection.validation_win_rate` on ``prompts``."""
+    samples = sample_responses(policy, prompts, SELECTION_TEMPERATURE, seed)
+    if reference_samples is None:
+        reference_samples = sample_responses(reference, prompts, SELECTION_TEMPERATURE, seed)
     card = score_samples(samples)
-    out = {f"val/{k}": v for k, v in card.figures().items()
-           if k in ("gold_reward", "harmful_compliance", "false_answer", "fabrication", "insult", "eos_rate",
-                    "distinct_responses")}
-    out["val/kl"] = sequence_kl(policy, reference, samples, 1.0)
+    out = {"val/win_rate": judged_win_rate(samples, reference_samples).value}
+    out |= {f"val/{k}": v for k, v in card.figures().items()
+            if k in ("gold_reward", "harmful_compliance", "false_answer", "fabrication", "insult", "eos_rate",
+                     "malformed", "distinct_responses")}
+    out["val/kl"] = sequence_kl(policy, reference, samples, SELECTION_TEMPERATURE)
     return out
 
 
@@ -249,7 +285,8 @@ def train_ppo(policy: LanguageModel | None, reference: LanguageModel, reward_mod
         ``objective/entropy`` (mean summed token entropy), ``objective/scores``, ``objective/rlhf_reward``
         (score - beta * KL), ``objective/gold`` (gold reward of the batch's responses), ``policy/clipfrac``,
         ``policy/approxkl``, ``loss/policy``, ``loss/value``, ``value/clipfrac``, ``response/length`` (tokens),
-        ``response/eos_rate``, ``beta``, ``seconds``, and ``val/*`` every ``cfg.eval_every`` iterations.
+        ``response/eos_rate``, ``policy/grad_norm`` (before clipping), ``beta``, ``seconds``, and ``val/*`` every
+        ``cfg.eval_every`` iterations (``val/win_rate`` chooses the kept checkpoint; the others are for the record).
     Used in lesson 03.
     """
     if not prompts_train:
@@ -273,12 +310,15 @@ def train_ppo(policy: LanguageModel | None, reference: LanguageModel, reward_mod
     val_prompts = random.Random(cfg.seed).sample(val_prompts, min(cfg.eval_prompts, len(val_prompts)))
     history: list[dict] = []
     best = {"iteration": 0, "score": float("-inf"), "state": None}
+    reference_samples = (sample_responses(reference, val_prompts, SELECTION_TEMPERATURE, SELECTION_SEED)
+                         if cfg.eval_every and val_prompts else None)
     start = time.perf_counter()
 
     def check(iteration: int, row: dict) -> None:
-        row.update(validation_metrics(policy, reference, val_prompts, seed=cfg.seed))
-        if row["val/gold_reward"] > best["score"]:
-            best.update(iteration=iteration, score=row["val/gold_reward"],
+        # the selection rule of every method: judged win rate against the reference on validation, never gold
+        row.update(validation_metrics(policy, reference, val_prompts, reference_samples=reference_samples))
+        if row["val/win_rate"] > best["score"]:     # ties keep the earlier (closer to the reference) check
+            best.update(iteration=iteration, score=row["val/win_rate"],
                         state=copy.deepcopy(policy.state_dict()))
 
     if cfg.eval_every and val_prompts:

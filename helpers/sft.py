@@ -4,7 +4,7 @@ SFT is plain next-token training, the same loss as pretraining, on a curated set
 demonstrations that someone judged to be good. Here the demonstrations come from the world's corpus with only the
 best behaviour per category (``world.good_demonstrations_mix()``): correct answers, refusals of harmful requests,
 and "i do not know" to questions nobody could answer. Pass another ``mix`` to see what happens when the
-demonstrators make mistakes.
+demonstrators make mistakes, or ``docs`` (for example the "internet" corpus after a filter) to train on those.
 
 Used in lesson 01, which shows what SFT fixes and what it cannot. Later lessons align the reference model, not
 this fine-tune.
@@ -45,7 +45,8 @@ def demonstrations(n: int, seed: int = 0, mix: dict | None = None) -> list[tuple
 
 
 def supervised_finetune(model: LanguageModel, cfg: SFTConfig | None = None, mix: dict | None = None,
-                        tokenizer: Tokenizer | None = None) -> tuple[LanguageModel, list[float]]:
+                        tokenizer: Tokenizer | None = None,
+                        docs: list[tuple[str, str]] | None = None) -> tuple[LanguageModel, list[float]]:
     """Fine-tune a copy of ``model`` on demonstrations with the next-token loss (mean over response tokens).
 
     The given model (normally the reference pi_ref) is not touched.
@@ -55,6 +56,8 @@ def supervised_finetune(model: LanguageModel, cfg: SFTConfig | None = None, mix:
         cfg: sizes, learning rate and seed (default :class:`SFTConfig`).
         mix: behaviour frequencies of the demonstrations; default only the best behaviour per category.
         tokenizer: default ``Tokenizer()``.
+        docs: (prompt, response) documents to train on instead of ``demonstrations(...)``, such as a corpus
+            with some documents filtered out (lesson 01); ``mix`` and ``cfg.n_demonstrations`` are then unused.
     Returns:
         (the fine-tuned copy in eval mode, the training loss at each step).
 
@@ -62,7 +65,12 @@ def supervised_finetune(model: LanguageModel, cfg: SFTConfig | None = None, mix:
     """
     cfg = cfg or SFTConfig()
     policy = copy.deepcopy(model)
-    docs = demonstrations(cfg.n_demonstrations, cfg.seed, mix)
+    if docs is None:
+        docs = demonstrations(cfg.n_demonstrations, cfg.seed, mix)
+    elif mix is not None:
+        raise ValueError("pass either docs or mix: a mix only says how to sample demonstrations")
+    if not docs:
+        raise ValueError("supervised_finetune needs at least one document")
     train_cfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                                weight_decay=cfg.weight_decay, seed=cfg.seed)
     losses = train_language_model(policy, docs, train_cfg, tokenizer or Tokenizer(), desc="supervised fine-tuning")

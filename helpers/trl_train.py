@@ -272,6 +272,24 @@ def train_trl_grpo(prompts: Sequence[world.Prompt], reference_folder: Path | str
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the short runs lesson 06 shows (the full-length ones are `make bench`'s)
+
+LESSON_DPO = TRLSettings(beta=0.5, lr=3e-4, batch_size=64, max_steps=20, nll_weight=0.5)
+LESSON_GRPO = TRLSettings(lr=3e-4, batch_size=64, max_steps=8, num_generations=8, grpo_beta=0.04,
+                          steps_per_generation=4)
+
+
+def lesson_runs(reference_folder: Path | str, course_reward: Callable) -> dict[str, TRLResult]:
+    """Lesson 06's TRL runs: DPO at the course's chosen loss (beta 0.5, NLL weight 0.5) for 20 steps of 64 pairs on
+    the course preference set, and GRPO with ``course_reward`` for 8 steps (two batches of 32 prompts x 8
+    responses, four steps each), both from the exported reference in ``reference_folder``."""
+    from .reward import load_preferences
+    return {"dpo": train_trl_dpo(load_preferences("train"), reference_folder, LESSON_DPO),
+            "grpo": train_trl_grpo(list(world.prompts("train")), reference_folder, course_reward, LESSON_GRPO,
+                                   loss_type="grpo")}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # the script torchrun starts
 
 def main(argv: list[str] | None = None) -> None:

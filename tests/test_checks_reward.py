@@ -144,3 +144,110 @@ def test_each_lesson_02_question_passes_its_key_and_fails_every_other_letter(key
     for letter in set(question.letters) - set(question.answer):
         with pytest.raises(AssertionError, match="not the best answer"):
             checks.check_choice(key, letter)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the preference batch (chosen and rejected paired row by row, with a response mask) and the reward-model loop
+
+def _preference_batch(prompt_ids, chosen_ids, rejected_ids, pad_id, resp_span=lambda p, n: (p, n), left=False,
+                      with_prompt=True, order=lambda rows: rows):
+    def side(responses):
+        prompts = prompt_ids if with_prompt else [[] for _ in prompt_ids]
+        rows = order([(p, p + r) for p, r in zip(prompts, responses)])
+        T = max(len(row) for _, row in rows)
+        ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+        attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
+        for i, (p, row) in enumerate(rows):
+            shift = T - len(row) if left else 0
+            ids[i, shift:shift + len(row)] = torch.tensor(row)
+            attn[i, shift:shift + len(row)] = 1
+            a, b = resp_span(len(p), len(row))
+            resp[i, max(a, 0):min(b, T)] = 1
+        return ids, attn, resp
+    return side(chosen_ids), side(rejected_ids)
+
+
+def _reward_loop(model, batches, lr, epochs, read_last_column=False, sign=1.0, reduce="mean", zero_grad=True,
+                 step=True, as_tensor=False, one_epoch=False):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(1 if one_epoch else epochs):
+        for b in batches:
+            def score(s):
+                v = model(s.input_ids, s.attention_mask)
+                return v[:, -1] if read_last_column else v[torch.arange(len(v)), s.attention_mask.sum(-1) - 1]
+            per_pair = -F.logsigmoid(sign * (score(b.chosen) - score(b.rejected)))
+            loss = per_pair.sum() if reduce == "sum" else per_pair.mean()
+            if zero_grad:
+                opt.zero_grad()
+            loss.backward()
+            if step:
+                opt.step()
+            losses.append(loss.detach() if as_tensor else loss.item())
+    return losses
+
+
+def _sorted_by_length(rows):
+    return sorted(rows, key=lambda pr: len(pr[1]))
+
+
+BATCH_AND_LOOP_WRONG = [
+    ("swapped sides", lambda p, c, r, pad: _preference_batch(p, c, r, pad)[::-1], "swapped"),
+    ("sorted by length", lambda p, c, r, pad: _preference_batch(p, c, r, pad, order=_sorted_by_length),
+     "breaks the pairing"),
+    ("no prompt", lambda p, c, r, pad: _preference_batch(p, c, r, pad, with_prompt=False), "leaves the prompt out"),
+    ("mask covers the prompt", lambda p, c, r, pad: _preference_batch(p, c, r, pad, resp_span=lambda a, n: (0, n)),
+     "covers the prompt"),
+    ("mask starts at sep", lambda p, c, r, pad: _preference_batch(p, c, r, pad, resp_span=lambda a, n: (a - 1, n)),
+     "one token early"),
+    ("mask without eos", lambda p, c, r, pad: _preference_batch(p, c, r, pad, resp_span=lambda a, n: (a, n - 1)),
+     "leaves out <eos>"),
+    ("mask one late", lambda p, c, r, pad: _preference_batch(p, c, r, pad, resp_span=lambda a, n: (a + 1, n)),
+     "misses the first response token"),
+    ("mask covers padding", lambda p, c, r, pad: _preference_batch(p, c, r, pad, resp_span=lambda a, n: (a, 99)),
+     "covers padding"),
+    ("left padding", lambda p, c, r, pad: _preference_batch(p, c, r, pad, left=True), "pads on the left"),
+    ("inverted attention mask",
+     lambda p, c, r, pad: tuple((i, 1 - a, m) for i, a, m in _preference_batch(p, c, r, pad)), "inverted"),
+    ("pads with 0", lambda p, c, r, pad: _preference_batch(p, c, r, 0), "pads with 0"),
+    ("bool masks", lambda p, c, r, pad: tuple((i, a.bool(), m.bool()) for i, a, m in _preference_batch(p, c, r, pad)),
+     "dtype=torch.long"),
+    ("one tensor for both sides", lambda p, c, r, pad: torch.cat([_preference_batch(p, c, r, pad)[0][0]]),
+     "expected two tuples"),
+]
+
+
+@pytest.mark.parametrize("name, answer, mistake", BATCH_AND_LOOP_WRONG, ids=[w[0] for w in BATCH_AND_LOOP_WRONG])
+def test_a_wrong_preference_batch_fails_and_names_its_mistake(name, answer, mistake):
+    with pytest.raises(AssertionError, match=mistake):
+        checks.check_preference_batch(answer)
+
+
+LOOP_WRONG = [
+    ("swapped", dict(sign=-1.0), "swapped"),
+    ("last column", dict(read_last_column=True), "last column"),
+    ("sum over pairs", dict(reduce="sum"), "sums the per-pair losses"),
+    ("no zero_grad", dict(zero_grad=False), "zero_grad"),
+    ("no step", dict(step=False), "did not change"),
+    ("tensor losses", dict(as_tensor=True), "Python floats"),
+    ("one epoch", dict(one_epoch=True), "single epoch"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, mistake", LOOP_WRONG, ids=[w[0] for w in LOOP_WRONG])
+def test_a_wrong_reward_model_loop_fails_and_names_its_mistake(name, kwargs, mistake):
+    with pytest.raises(AssertionError, match=mistake):
+        checks.check_reward_model_training(lambda m, b, lr, e: _reward_loop(m, b, lr, e, **kwargs))
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_a_correct_preference_batch_and_reward_model_loop_pass(hidden, capsys):
+    checks.check_preference_batch(_preference_batch, hidden=hidden)
+    checks.check_reward_model_training(_reward_loop, hidden=hidden)
+    assert capsys.readouterr().out.count("passed") == 2
+
+
+@pytest.mark.parametrize("check", [checks.check_preference_batch, checks.check_reward_model_training])
+def test_an_untouched_batch_or_loop_stub_fails_with_not_implemented_yet(check):
+    with pytest.raises(AssertionError, match="Exercise 9.9 is not implemented yet"):
+        check(_stub)

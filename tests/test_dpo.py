@@ -434,3 +434,59 @@ def test_bench_dpo_is_registered_and_its_tabular_figures_meet_the_target():
     assert figures["tabular_gain_fraction"] >= 0.99                       # issue 6: exact loss, >= 99 % of the gain
     assert figures["tabular_sampled_gain_fraction"] < figures["tabular_gain_fraction"] - 0.05   # finite data
     assert figures["tabular_beta_kl"] == 0.25
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the selection rule: train_dpo keeps the check with the highest select score (the course passes the validation win rate)
+
+def _scripted_run(scores, patience=100, max_steps=6):
+    """A tiny run whose select() returns ``scores`` in turn; on_eval snapshots the weights at every check."""
+    reference = tiny_language_model()
+    queue, snapshots = list(scores), []
+
+    def on_eval(policy):
+        snapshots.append({k: v.clone() for k, v in policy.state_dict().items()})
+        return {}
+
+    cfg = dpo.DPOConfig(beta=0.5, lr=3e-3, batch_size=16, eval_every=2, max_steps=max_steps, patience=patience)
+    result = dpo.train_dpo(clean_pairs("train", 48), clean_pairs("validation", 24), cfg, reference=reference,
+                           on_eval=on_eval, select=lambda policy: queue.pop(0))
+    return reference, result, snapshots
+
+
+def test_train_dpo_with_select_keeps_the_check_with_the_highest_score_not_the_lowest_loss():
+    reference, result, snapshots = _scripted_run([0.5, 0.6, 0.9, 0.7])
+    assert [h["select"] for h in result.history] == [0.5, 0.6, 0.9, 0.7]
+    assert result.best_step == 4                                   # checks at steps 0, 2, 4, 6 (two epochs of 3)
+    assert min(result.history, key=lambda h: h["eval_loss"])["step"] != 4   # the loss alone would keep another
+    kept = result.policy.state_dict()
+    assert all(torch.equal(kept[k], snapshots[2][k]) for k in kept)
+
+
+def test_train_dpo_with_select_stops_after_patience_checks_without_a_higher_score_and_ties_keep_the_earlier():
+    reference, result, _ = _scripted_run([0.5, 0.5, 0.4, 0.3, 0.2], patience=2)
+    assert [h["step"] for h in result.history] == [0, 2, 4]        # two checks without a higher score: stop
+    assert result.best_step == 0                                   # a tie with step 0 keeps step 0: the reference
+    for p, q in zip(result.policy.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_the_committed_beta_sweep_keeps_each_runs_best_validation_win_rate_and_chooses_beta_by_it():
+    """The artifact lesson 04 plots (``python -m helpers build dpo-beta-sweep``): one run per (beta, NLL weight), only
+    beta varied, each keeping the check with the highest validation win rate; beta chosen by selection.choose."""
+    from helpers import selection
+    from helpers.bench import dpo as dpo_bench
+    sweep = dpo_bench.load_beta_sweep()
+    assert sorted((r["beta"], r["nll_weight"]) for r in sweep["runs"]) == sorted(
+        (b, w) for b in dpo_bench.SWEEP_BETAS for w in dpo_bench.SWEEP_NLL_WEIGHTS)
+    for run in sweep["runs"]:
+        cfg = dpo_bench.sweep_config(run["beta"], run["nll_weight"])
+        steps = [h["step"] for h in run["history"]]
+        assert steps[0] == 0 and steps[-1] == cfg.max_epochs * run["steps_per_epoch"]
+        best = max(run["history"], key=lambda h: h["select"])
+        assert run["best_step"] == best["step"]
+        assert run["history"][0]["test_kl"] == 0.0 and run["history"][0]["select"] == pytest.approx(0.5)
+    for w in dpo_bench.SWEEP_NLL_WEIGHTS:
+        mine = {r["beta"]: r for r in sweep["runs"] if r["nll_weight"] == w}
+        scores = {b: max(h["select"] for h in mine[b]["history"]) for b in sorted(mine, reverse=True)}
+        assert sweep["chosen_beta"][str(w)] == selection.choose(scores)

@@ -19,6 +19,7 @@ MAX_POINTS = {"1.1": 1, "1.2": 1, "1.3": 1, "1.4": 2, "1.5": 3, "1.6": 3, "1.7":
 # the static screen: which answers reach the course's implementation
 
 FLAGGED = {
+    "the course's batching": "from helpers.tokenizer import Tokenizer, pad_sequences\ndef preference_batch(pairs):\n    return pad_sequences([[1], [2, 3]], 0)",
     "attribute": "def optimal_policy(ref_probs, rewards, beta):\n"
                  "    return helpers.optimal.optimal_policy(ref_probs, rewards, beta)",
     "from import": "from helpers.optimal import optimal_policy",

@@ -62,3 +62,29 @@ def test_live_plot_draws_after_every_training_row_when_not_quiet(monkeypatch, qu
     for row in HISTORY:
         live(row)
     assert len(shown) == len(HISTORY) - 1   # not for the validation-only row 0; no handle outside a kernel
+
+
+def test_update_size_plot_draws_each_run_and_shades_the_healthy_ranges():
+    runs = {"a": [{"iteration": i, "policy/approxkl": 0.01 * i, "policy/clipfrac": 0.05} for i in (1, 2, 3)],
+            "b": [{"iteration": 1}, {"iteration": 2, "policy/approxkl": 0.5, "policy/clipfrac": 0.0}]}
+    axes = plots.plot_update_sizes(runs)
+    assert [list(line.get_xdata()) for line in axes[0].get_lines()] == [[1, 2, 3], [2]]
+    band = axes[0].patches[0]        # the shaded span: a rectangle from 0 to the healthy limit
+    assert band.get_y() + band.get_height() == pytest.approx(plots.HEALTHY_APPROXKL[1])
+    plt.close(axes[0].figure)
+
+
+def test_ablation_plot_has_one_bar_per_row_on_each_panel():
+    rows = [{"name": n, "test": {"gold_reward": g, "kl": 1.0, "malformed": 0.02}}
+            for n, g in (("all on", 0.5), ("off", -0.4), ("other", 0.6))]
+    axes = plots.plot_ablation(rows)
+    assert [len(ax.patches) for ax in axes] == [3, 3, 3]
+    assert sorted(p.get_width() for p in axes[0].patches) == [-0.4, 0.5, 0.6]
+    plt.close(axes[0].figure)
+
+
+def test_gain_fraction_plot_draws_the_curves_and_the_optimum():
+    ax = plots.plot_gain_fraction({"run": [{"iteration": i, "gain_fraction": i / 10} for i in range(1, 6)]})
+    assert list(ax.get_lines()[0].get_ydata()) == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert list(ax.get_lines()[1].get_ydata()) == [1.0, 1.0]
+    plt.close(ax.figure)

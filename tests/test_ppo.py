@@ -3,7 +3,10 @@ closed forms."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
+import random
 
 import pytest
 import torch
@@ -182,6 +185,51 @@ def test_whitening_keeps_the_mean_when_asked_and_ignores_padding():
     assert torch.allclose(centred, (real - real.mean()) / real.std(), atol=1e-5)
 
 
+def test_reward_whitening_that_keeps_the_mean_adds_one_constant_to_every_token():
+    """whiten(r, shift_mean=False) = r/std + mean*(1 - 1/std): the same constant on every real token (with gamma = 1,
+    a response of T tokens collects T times it: a length term)."""
+    rewards, _, mask = _batch(seed=3)
+    rewards = rewards + 2.0 * mask                       # a clearly non-zero mean
+    real = rewards[mask == 1]
+    mean, std = real.mean(), real.std()                 # unbiased, as whiten
+    added = ppo.whiten(rewards, mask, shift_mean=False)[mask == 1] - real / std
+    assert torch.allclose(added, torch.full_like(added, float(mean * (1 - 1 / std))), atol=1e-5)
+    assert float(rlhf.reward_whitening_constant(rewards, mask)) == pytest.approx(float(mean * (1 - 1 / std)), abs=1e-5)
+
+
+def _rollout_stub(cfg):
+    """A Rollouts with random log-probs, values and scores (no model): enough for compute_advantages."""
+    gen = torch.Generator().manual_seed(11)
+    _, values, mask = _batch(seed=5)
+    logprobs = -torch.rand(mask.shape, generator=gen) * mask
+    return rlhf.Rollouts(prompts=[], texts=[], ended=torch.tensor([True, False, True, True]), input_ids=None,
+                         attention_mask=None, context=0, mask=mask, logprobs=logprobs, ref_logprobs=logprobs * 1.1,
+                         values=values * mask, entropy=mask, scores=torch.tensor([2.0, -1.0, 0.5, 3.0]))
+
+
+@pytest.mark.parametrize("keep_mean", [True, False])
+def test_compute_advantages_whitens_rewards_with_or_without_the_constant(keep_mean):
+    cfg = dataclasses.replace(rlhf.PPOConfig(), whiten_rewards_keep_mean=keep_mean)
+    batch = rlhf.compute_advantages(_rollout_stub(cfg), 0.1, cfg)
+    raw = rlhf.compute_advantages(_rollout_stub(cfg), 0.1, dataclasses.replace(cfg, whiten_rewards=False)).rewards
+    m = batch.mask == 1
+    real = raw[m]
+    expected = real / real.std() + (real.mean() * (1 - 1 / real.std()) if keep_mean else 0.0)
+    assert torch.allclose(batch.rewards[m], expected, atol=1e-5)
+    # the missing-<eos> penalty came off the score of row 1 (not ended) before the whitening
+    assert float(raw[1, LENGTHS[1] - 1]) == pytest.approx(-1.0 - 1.0 - 0.1 * float(batch.kl[1, LENGTHS[1] - 1]), abs=1e-5)
+
+
+def test_compute_advantages_leaves_advantages_raw_when_whitening_is_off():
+    cfg = rlhf.PPOConfig()
+    white = rlhf.compute_advantages(_rollout_stub(cfg), 0.1, cfg)
+    raw = rlhf.compute_advantages(_rollout_stub(cfg), 0.1, dataclasses.replace(cfg, whiten_advantages=False))
+    expected, _ = ppo.gae(raw.rewards, raw.values, raw.mask, cfg.gamma, cfg.lam)
+    assert torch.allclose(raw.advantages, expected)
+    assert float(white.advantages[white.mask == 1].std()) == pytest.approx(1.0, abs=1e-4)
+    assert not torch.allclose(raw.advantages, white.advantages)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the KL controllers
 
@@ -239,6 +287,22 @@ def test_train_ppo_starts_at_zero_kl_and_logs_the_practitioners_metrics(referenc
     assert all(not p.requires_grad for p in reference.parameters())
 
 
+def test_train_ppo_keeps_the_check_with_the_best_validation_win_rate_not_the_best_gold(reference):
+    """The selection rule: the kept iteration has the highest val/win_rate (the judged win rate against the
+    reference, helpers.selection), iteration 0 (the reference itself) scores exactly 0.5, and the figure is the one
+    selection.validation_win_rate gives on the same prompts."""
+    from helpers import selection
+    prompts, val = list(world.prompts("train"))[::20], list(world.prompts("validation"))[::15]
+    cfg = dataclasses.replace(TINY, iterations=3, eval_every=1, eval_prompts=len(val), lr=3e-3,
+                              clip_range_value=None, max_grad_norm=None)      # the switches off run too
+    result = rlhf.train_ppo(None, reference, rlhf.gold_reward_function, prompts, val, cfg)
+    checks = {h["iteration"]: h["val/win_rate"] for h in result.history if "val/win_rate" in h}
+    assert checks[0] == pytest.approx(0.5)
+    assert result.best_iteration == max(checks, key=lambda i: (checks[i], -i))
+    pool = random.Random(cfg.seed).sample(val, len(val))
+    assert selection.validation_win_rate(result.policy, reference, pool).value == pytest.approx(checks[result.best_iteration])
+
+
 def test_ppo_update_asserts_ratio_one_when_dropout_is_on(reference):
     cfg = TINY
     policy = LanguageModel(ModelConfig(**{**reference.cfg.__dict__, "dropout": 0.3}))
@@ -268,3 +332,16 @@ def test_rollout_refuses_scores_at_another_temperature_than_sampling(reference):
     with pytest.raises(RuntimeError, match="same temperature"):
         rlhf.rollout(policy, reference, rlhf.make_value_model(reference), rlhf.gold_reward_function,
                     list(world.prompts("train"))[:8], cfg, torch.Generator().manual_seed(0), Tokenizer())
+
+
+def test_the_committed_ablation_was_built_by_the_current_recipe():
+    """helpers/artifacts/ppo_ablation.json (make artifacts) holds one row per entry of ABLATIONS, in order, each
+    trained with today's PPOConfig plus its changes: a changed default makes the stored table stale, and this fails."""
+    from helpers.bench import ppo as ppo_bench
+    table = ppo_bench.load_ablation()
+    assert [r["name"] for r in table["rows"]] == [name for name, _ in ppo_bench.ABLATIONS]
+    assert [r["changes"] for r in table["rows"]] == [changes for _, changes in ppo_bench.ABLATIONS]
+    assert table["config"] == json.loads(json.dumps(dataclasses.asdict(ppo_bench.ablation_config({}))))
+    assert table["enumerable"]["config"] == json.loads(json.dumps(dataclasses.asdict(ppo.EnumerablePPOConfig())))
+    for row in table["rows"]:
+        assert len([h for h in row["history"] if "objective/kl" in h]) == ppo_bench.ABLATION_BASE.iterations

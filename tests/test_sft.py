@@ -43,3 +43,16 @@ def test_demonstrations_show_only_the_best_behaviour_unless_a_mix_says_otherwise
         assert world.parse(p, response) == world.GOOD_DEMONSTRATION[p.category]
     insults = {c: {"insult": 1.0} for c in world.CATEGORIES}
     assert all(world.parse(world.find_prompt(x), y) == "insult" for x, y in demonstrations(50, 0, insults))
+
+
+def test_given_documents_are_what_it_trains_on():
+    reference = load_reference()
+    insults = [(x, y) for x, y in world.corpus(400, seed=3) if world.parse(world.find_prompt(x), y) == "insult"]
+    tuned, _ = supervised_finetune(reference, TINY, docs=insults)
+    assert _loss_on(tuned, insults[:64]) < _loss_on(reference, insults[:64]) - 0.02
+    for bad in ({"docs": []}, {"docs": insults, "mix": world.good_demonstrations_mix()}):
+        try:
+            supervised_finetune(reference, TINY, **bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"supervised_finetune accepted {list(bad)}")

@@ -16,7 +16,9 @@ import importlib.util
 ALLOWED_HELPERS_MODULES = {"world", "tokenizer", "model", "plots", "progress"}
 PROTECTED_NAMES = {"helpers", "checks"}  # the check cells call checks.*; an answer must not rebind or touch them
 REFERENCE_NAMES = {"optimal_policy", "optimal_objective", "wilson_interval", "gain_fraction", "frontier",
-                   "load_view", "build_view", "best_of_n_policy", "scorecard", "score_samples"}
+                   "load_view", "build_view", "best_of_n_policy", "scorecard", "score_samples",
+                   # the tokenizer module is allowed (encode, ids), but its batching is what exercises 2.2 and 2.4 ask for
+                   "pad_sequences", "collate_preferences", "encode_pairs"}
 BLOCKED_MODULES = {"importlib", "builtins", "sys", "os", "inspect", "gc", "ctypes", "runpy", "IPython", "types",
                    "subprocess", "pkgutil", "imp", "marshal", "code", "codeop", "pickle", "shutil", "operator"}
 BLOCKED_ATTRIBUTES = {"sys", "os", "importlib", "builtins", "modules", "inspect", "gc", "ctypes", "subprocess",

@@ -6,8 +6,9 @@ One module per measured area, each section a function returning a nested dict un
 - :mod:`.reference`: the reference model and the world; :mod:`.enumerable`: the enumerable view; :mod:`.course`:
   notebook run times and grading;
 - :mod:`.labeling`, :mod:`.reward` (preference set, reward model, Best-of-N), :mod:`.ppo`, :mod:`.dpo`,
-  :mod:`.grpo` (GRPO and RLOO): one per lesson's algorithms; :mod:`.bridge`: the course model in Hugging Face
-  format and trained by TRL (lesson 06).
+  :mod:`.grpo` (GRPO and RLOO): one per lesson's algorithms; :mod:`.comparison`: lesson 05's controlled
+  comparison; :mod:`.bridge`: the course model in Hugging Face format and trained by TRL (lesson 06);
+  :mod:`.rlaif`: DPO on a constitutional critic's labels (lesson 06).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import fnmatch
 import json
 from pathlib import Path
 
+from .comparison import bench_comparison
 from .course import bench_grading, bench_notebooks
 from .dpo import bench_dpo
 from .enumerable import bench_enumerable
@@ -23,6 +25,7 @@ from .labeling import bench_labeling
 from .ppo import bench_ppo
 from .reference import bench_reference
 from .reward import bench_best_of_n, bench_preferences, bench_reward_model
+from .rlaif import bench_rlaif
 
 
 def bench_bridge() -> dict:
@@ -32,8 +35,8 @@ def bench_bridge() -> dict:
 
 
 SECTIONS = [bench_reference, bench_enumerable, bench_preferences, bench_notebooks, bench_grading, bench_labeling,
-            bench_reward_model, bench_best_of_n, bench_dpo, bench_ppo, bench_grpo,
-            bench_bridge]
+            bench_reward_model, bench_best_of_n, bench_dpo, bench_ppo, bench_grpo, bench_comparison,
+            bench_rlaif, bench_bridge]
 
 
 def _merge(into: dict, new: dict) -> None:
@@ -88,9 +91,14 @@ BUDGETS = [
     ("enumerable.build_s", "<=", 60),
     # issue 17
     ("grpo.enumerable_gain_fraction", ">=", 0.95), ("rloo.enumerable_gain_fraction", ">=", 0.95),
+    # issue 17: the controlled comparison (committed artifact): no point above the exact frontier, each method's
+    # chosen run at >= 0.9 of the optimum at its KL (the aim), and the short run reproduces the committed one
+    ("comparison.points_below_frontier", "==", True), ("comparison.*.fraction_of_optimum", ">=", 0.9),
+    ("comparison.short_reproduces_committed", "==", True),
     # issue 18: the bridge to Hugging Face / TRL
     ("bridge.logit_max_abs_diff", "<=", 1e-5), ("bridge.round_trip_exact", "==", True),
     ("bridge.two_process_matches", "==", True), ("bridge.trl_dpo_within_course_interval", "==", True),
+    ("bridge.lesson_trl_s", "<=", 30),
 ]
 _COMPARE = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b}
 

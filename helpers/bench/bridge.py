@@ -10,6 +10,9 @@
   course loop from its step-0 check to its last (one validation check of 256 pairs included; the reference's
   log-probs are computed once before it), ``trl_dpo_steps_per_s`` times ``trainer.train()``, which runs the
   reference on every batch and computes its extra metrics (entropy, mean logits, token accuracy) every step.
+  ``reference_forward_s_per_step``: one no-grad reference forward over a batch's chosen and rejected responses,
+  what TRL spends on every step and the course once: how much of the gap it explains.
+- ``lesson_trl_s``: lesson 06's two short TRL runs (:func:`helpers.trl_train.lesson_runs`) together.
 - The same for GRPO with lesson 05's verifiable reward: the course's :func:`helpers.grpo.train_grpo` (256 samples per
   iteration, 4 steps of 64) against ``GRPOTrainer`` with ``steps_per_generation=4``, ``loss_type="grpo"``, beta 0.04.
 """
@@ -104,6 +107,20 @@ def _card(policy, reference) -> dict:
             "malformed": card.rates["malformed"].value}
 
 
+def reference_forward_seconds(reference, pairs, batch_size: int, batches: int = 20) -> float:
+    """Mean seconds of one no-grad reference forward over ``batch_size`` pairs (chosen and rejected)."""
+    tok = Tokenizer()
+    total = 0.0
+    for i in range(batches):
+        batch = collate_preferences(pairs[i * batch_size:(i + 1) * batch_size], tok)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for side in (batch.chosen, batch.rejected):
+                reference(side.input_ids, side.attention_mask)
+        total += time.perf_counter() - start
+    return total / batches
+
+
 def dpo_figures(reference, folder: Path) -> dict:
     train = load_preferences("train")
     val = random.Random(0).sample(load_preferences("validation"), 256)
@@ -119,6 +136,7 @@ def dpo_figures(reference, folder: Path) -> dict:
         "dpo_nll_weight": cfg.nll_weight, "course_dpo_best_step": course.best_step,
         "course_dpo_steps_per_s": DPO_STEPS / course_s, "trl_dpo_steps_per_s": trl.steps / trl.seconds,
         "speed_ratio": (DPO_STEPS / course_s) / (trl.steps / trl.seconds),   # course / TRL
+        "reference_forward_s_per_step": reference_forward_seconds(reference, train, cfg.batch_size),
         "course_dpo": course_card, "trl_dpo": trl_card,
         "trl_dpo_within_course_interval": abs(trl_card["gold_reward"] - course_card["gold_reward"])
         <= course_card["gold_reward_ci"],
@@ -159,4 +177,7 @@ def bench_bridge() -> dict:
         out |= two_process_figures(folder)
         out |= dpo_figures(reference, folder)
         out |= grpo_figures(reference, folder)
+        start = time.perf_counter()
+        trl_train.lesson_runs(folder, verifiable_reward)
+        out["lesson_trl_s"] = time.perf_counter() - start
     return {"bridge": out}

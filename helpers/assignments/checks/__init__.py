@@ -16,7 +16,7 @@ check cell does not. tests/test_checks*.py feed every check the reference and re
 One module per lesson, all names re-exported here (notebooks call ``checks.check_...``):
 - :mod:`.base`: the shared machinery and the multiple-choice questions (``QUESTIONS``, ``check_choice``);
 - :mod:`.alignment`: lesson 01; :mod:`.reward`: lesson 02; :mod:`.ppo` and :mod:`.rlhf`: lesson 03;
-  :mod:`.dpo`: lesson 04.
+  :mod:`.dpo`: lesson 04; :mod:`.implementation`: lesson 06.
 """
 from .base import (ATOL_PROBS, ATOL_RATE, ATOL_VALUE, NOT_IMPLEMENTED_HELP, QUESTIONS, RTOL_VALUE, Z95,  # noqa: F401
                    Question, check_choice)
@@ -25,6 +25,7 @@ from .reward import *  # noqa: F401,F403
 from .dpo import *  # noqa: F401,F403
 from .ppo import *  # noqa: F401,F403
 from .rlhf import *  # noqa: F401,F403
+from .implementation import *  # noqa: F401,F403
 
 from .base import graded as _graded
 

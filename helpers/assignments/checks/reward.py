@@ -1,5 +1,6 @@
-"""Lesson 02's checks: preference batches with masks, the score read at <eos>, the Bradley-Terry loss and its
-gradient, length bias; the conceptual questions on Bradley-Terry, pairs vs ratings and over-optimisation.
+"""Lesson 02's checks: padded batches, preference batches (chosen and rejected paired row by row, with a response
+mask), the score read at <eos>, the Bradley-Terry loss and its gradient, a reward-model training loop, length bias;
+the conceptual questions on Bradley-Terry, pairs vs ratings and over-optimisation.
 Tests: tests/test_checks_reward.py.
 """
 from __future__ import annotations
@@ -314,6 +315,263 @@ def check_length_slope(length_slope: Callable, hidden: bool = False) -> None:
     print(f"length_slope passed {len(cases)} cases (tolerance {ATOL_VALUE} + {RTOL_VALUE}·|expected|)")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# exercise: a preference batch, chosen and rejected paired row by row, with attention and response masks
+
+def _pair_cases(hidden: bool) -> list[tuple[str, list[list[int]], list[list[int]], list[list[int]], int]]:
+    """(case, prompt_ids, chosen_ids, rejected_ids, pad_id): prompts ``<bos> ... <sep>`` (1 ... 2), responses
+    ending in ``<eos>`` (3). The first case has pairs of different lengths in both orders, so that sorting a side
+    by length breaks the pairing, and a prompt longer than the others."""
+    cases = [("three pairs, pad_id 0", [[1, 5, 6, 2], [1, 7, 2], [1, 8, 9, 10, 2]],
+              [[11, 3], [12, 13, 14, 3], [15, 16, 3]], [[17, 18, 19, 3], [20, 3], [21, 3]], 0),
+             ("pad_id 9 (not 0), two pairs", [[1, 5, 2], [1, 6, 7, 8, 2]], [[11, 12, 3], [13, 3]],
+              [[14, 3], [15, 16, 17, 3]], 9)]
+    if hidden:
+        gen = torch.Generator().manual_seed(7)
+        for k in range(3):
+            B = int(torch.randint(2, 6, (1,), generator=gen))
+            body = lambda lo, hi: torch.randint(10, 50, (int(torch.randint(lo, hi, (1,), generator=gen)),),
+                                                generator=gen).tolist()
+            prompts = [[1] + body(1, 6) + [2] for _ in range(B)]
+            cases.append((f"random {k}: {B} pairs, pad_id 0", prompts, [body(0, 7) + [3] for _ in range(B)],
+                          [body(0, 7) + [3] for _ in range(B)], 0))
+    return cases
+
+
+def _side(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """The course's layout of one side: right-padded ids, attention mask, response mask (``<eos>`` included)."""
+    from ...tokenizer import pad_sequences
+    b = pad_sequences(prompts, responses, pad_id)
+    return b.input_ids, b.attention_mask, b.response_mask
+
+
+def _trim(side: tuple[torch.Tensor, ...], T: int, pad_id: int) -> tuple[torch.Tensor, ...] | None:
+    """A side padded further than its own longest row, cut back to ``T`` columns (None if the extra columns are
+    not padding): padding both sides to one common length is as good as the course's own-longest padding."""
+    ids, attn, resp = side
+    if ids.shape[1] < T:
+        return None
+    extra = (ids[:, T:] == pad_id).all() and (attn[:, T:] == 0).all() and (resp[:, T:] == 0).all()
+    return (ids[:, :T], attn[:, :T], resp[:, :T]) if bool(extra) else None
+
+
+def check_preference_batch(preference_batch: Callable, hidden: bool = False) -> None:
+    """Check ``preference_batch(prompt_ids, chosen_ids, rejected_ids, pad_id) -> (chosen, rejected)``, each a tuple
+    ``(input_ids, attention_mask, response_mask)`` of [B, T] integer tensors: row i of both sides is pair i (its
+    prompt followed by that side's response), right-padded; ``response_mask`` is 1 on the response tokens and
+    ``<eos>``, 0 on the prompt, ``<sep>`` and padding, exactly as ``helpers.tokenizer.collate_preferences``.
+    Each side may be padded to its own longest row (as the course does) or both to one common length.
+
+    Known mistakes it names: chosen and rejected swapped, rows reordered (the pairing broken, as sorting by length
+    does), the prompt left out, a response mask that covers the prompt, starts at ``<sep>``, leaves out ``<eos>``,
+    misses the first response token or covers padding, left padding, an inverted attention mask, padding with 0
+    whatever ``pad_id`` says, float or bool tensors, changing the input lists.
+    """
+    name = "preference_batch"
+    cases = _pair_cases(hidden)
+    for case, prompts, chosen, rejected, pad_id in cases:
+        passed = ([list(s) for s in prompts], [list(s) for s in chosen], [list(s) for s in rejected])
+        out = _call(preference_batch, name, *passed, pad_id)
+        if passed != (prompts, chosen, rejected):
+            _fail(name, "changes the lists it is given: build new tensors instead", f"case: {case}")
+        if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(
+                isinstance(s, (tuple, list)) and len(s) == 3 and all(type(t) is torch.Tensor for t in s) for s in out)):
+            got = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
+                   else f"{type(out).__name__} {_fmt(out)}")
+            _fail(name, f"returns {got}; expected two tuples, (input_ids, attention_mask, response_mask) for the "
+                        f"chosen responses and the same for the rejected ones", f"case: {case}")
+        want = {"chosen": _side(prompts, chosen, pad_id), "rejected": _side(prompts, rejected, pad_id)}
+        got = {"chosen": tuple(out[0]), "rejected": tuple(out[1])}
+        B = len(prompts)
+        for which in ("chosen", "rejected"):
+            g = got[which]
+            if any(t.dim() != 2 or t.shape[0] != B for t in g) or len({tuple(t.shape) for t in g}) != 1:
+                _fail(name, f"the {which} tensors have shapes {[list(t.shape) for t in g]}; expected three [B, T] "
+                            f"tensors with B = {B} pairs (one row per pair, chosen and rejected in separate tensors)",
+                      f"case: {case}")
+            if any(t.dtype != torch.long for t in g):
+                _fail(name, f"the {which} tensors have dtypes {[str(t.dtype) for t in g]}: token ids and masks are "
+                            f"integers, use dtype=torch.long", f"case: {case}")
+        trimmed = {w: _trim(got[w], want[w][0].shape[1], pad_id) for w in got}
+        ok = {w: trimmed[w] is not None and all(torch.equal(a, b) for a, b in zip(trimmed[w], want[w])) for w in got}
+        if all(ok.values()):
+            continue
+        swapped = {w: _trim(got[w], want[o][0].shape[1], pad_id) for w, o in (("chosen", "rejected"),
+                                                                               ("rejected", "chosen"))}
+        if all(swapped[w] is not None and all(torch.equal(a, b) for a, b in zip(swapped[w], want[o]))
+               for w, o in (("chosen", "rejected"), ("rejected", "chosen"))):
+            _fail(name, "chosen and rejected are swapped: return (chosen side, rejected side), in that order",
+                  f"case: {case}")
+        for which in ("chosen", "rejected"):
+            if ok[which]:
+                continue
+            g, (w_ids, w_attn, w_resp) = got[which], want[which]
+            ids, attn, resp = g
+            T = w_ids.shape[1]
+            rows = {tuple(r) for r in ids[:, :T].tolist()} if ids.shape[1] >= T else set()
+            detail = (f"case: {case}, {which} side\nexpected ids {w_ids.tolist()} response_mask {w_resp.tolist()}\n"
+                      f"got      ids {ids.tolist()} response_mask {resp.tolist()}")
+            if ids.shape[1] >= T and not torch.equal(ids[:, :T], w_ids) and rows == {tuple(r) for r in w_ids.tolist()}:
+                _fail(name, f"the {which} rows are in another order than the pairs: row i of chosen and row i of "
+                            f"rejected must both come from pair i (same prompt). Sorting one side by length, or "
+                            f"building the sides in different orders, breaks the pairing", detail)
+            responses = chosen if which == "chosen" else rejected
+            only = _side([[] for _ in prompts], responses, pad_id)
+            if ids.shape == only[0].shape and torch.equal(ids, only[0]):
+                _fail(name, "leaves the prompt out: each row is <bos> prompt <sep> response <eos>, since a reward "
+                            "model scores a response for its prompt", detail)
+            left = torch.stack([torch.cat([torch.full((T - int(n),), pad_id), r[:int(n)]])
+                                for r, n in zip(w_ids, w_attn.sum(-1))]) if T else w_ids
+            if ids.shape == w_ids.shape and torch.equal(ids, left) and not torch.equal(left, w_ids):
+                _fail(name, "pads on the left: the course pads on the right, so that each row's last real token "
+                            "sits at attention_mask.sum(-1) - 1", detail)
+            if pad_id != 0 and ids.shape == w_ids.shape and torch.equal(ids, _side(prompts, responses, 0)[0]):
+                _fail(name, f"pads with 0, but pad_id is {pad_id}: use the pad_id you are given", detail)
+            if trimmed[which] is None:
+                _fail(name, "the ids differ from each row's prompt and response, right-padded", detail)
+            ids, attn, resp = trimmed[which]
+            if not torch.equal(ids, w_ids):
+                _fail(name, "the ids differ from each row's prompt followed by its response, right-padded", detail)
+            if not torch.equal(attn, w_attn):
+                if torch.equal(attn, 1 - w_attn):
+                    _fail(name, "the attention mask is inverted: 1 marks a real token, 0 a padding position", detail)
+                _fail(name, "the attention mask differs from 1 on every real token (prompt and response) and 0 on "
+                            "padding", detail)
+            prompt_len = torch.tensor([len(p) for p in prompts])
+            cols = torch.arange(T)[None, :]
+            start = prompt_len[:, None]
+            end = w_attn.sum(-1, keepdim=True)          # one past the <eos>
+            span = lambda a, b: ((cols >= a) & (cols < b)).long()
+            variants = [
+                ("the response mask covers the prompt too: it must be 0 on <bos>, the prompt and <sep>, so that "
+                 "only the response's tokens count", w_attn),
+                ("the response mask starts one token early, at <sep>: <sep> belongs to the prompt (the context), "
+                 "the response starts after it", span(start - 1, end)),
+                ("the response mask leaves out <eos>: it is 1 on every response token including <eos>, since "
+                 "ending the response is part of what the model writes (and the score is read there)",
+                 span(start, end - 1)),
+                ("the response mask misses the first response token: it starts right after <sep>, at "
+                 "len(prompt_ids)", span(start + 1, end)),
+                ("the response mask covers padding: it ends at the row's <eos>, with 0 on the padding after it",
+                 span(start, T)),
+            ]
+            for mistake, value in variants:
+                if torch.equal(resp, value):
+                    _fail(name, mistake, detail)
+            _fail(name, "the response mask differs from 1 on the response tokens and <eos>, 0 elsewhere", detail)
+    print(f"preference_batch passed {len(cases)} cases (exact match, pairs kept row by row)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# exercise: train a reward model (a scalar head read at <eos>) with the Bradley-Terry loss
+
+def _reward_loop_setup():
+    """A tiny reward model (one block, 32 wide, a scalar head) and two batches of clean preference pairs
+    (correct answer over insult), from the course's collate function."""
+    import dataclasses
+    from ... import world
+    from ...checkpoint import default_config
+    from ...model import ScalarModel
+    from ...tokenizer import Tokenizer, collate_preferences
+    torch.manual_seed(0)
+    model = ScalarModel(dataclasses.replace(default_config(), n_layer=1, n_embd=32, n_head=2))
+    model.eval()
+    ps = [p for p in world.prompts("train") if p.category == "answerable"][:16]
+    pairs = [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
+    tok = Tokenizer()
+    batches = [collate_preferences(pairs[i:i + 8], tok, model.cfg.block_size) for i in (0, 8)]
+    return model, batches
+
+
+def _reference_reward_loop(model, batches, lr, epochs, read="eos", reduce="mean", sign=1.0):
+    """The course's loop (Adam, one step per batch, mean Bradley-Terry loss of the scores at <eos>), and the
+    variants the check compares against."""
+    F = torch.nn.functional
+
+    def score(b):
+        values = model(b.input_ids, b.attention_mask)                              # [B, T]
+        if read == "last column":
+            return values[:, -1]
+        if read == "mean":
+            return (values * b.attention_mask).sum(-1) / b.attention_mask.sum(-1)
+        return values.gather(1, (b.attention_mask.sum(-1) - 1)[:, None]).squeeze(1)
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        for batch in batches:
+            per_pair = -F.logsigmoid(sign * (score(batch.chosen) - score(batch.rejected)))
+            loss = per_pair.sum() if reduce == "sum" else per_pair.mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+def check_reward_model_training(train_reward_model_loop: Callable, hidden: bool = False) -> None:
+    """Check ``train_reward_model_loop(model, batches, lr, epochs) -> list[float]`` on a tiny reward model: for
+    each epoch and each batch, score the chosen and the rejected rows (``model(input_ids, attention_mask)`` gives
+    [B, T] values; the score is the value at each row's last real token), take the mean Bradley-Terry loss over the
+    pairs, and make one Adam step; return every step's loss. The first three losses must match the course's loop
+    within 1e-4 (same model, data and optimiser), the model must have changed, and the loss must fall.
+
+    Known mistakes it names: chosen and rejected swapped, the score read at the last column (padding) or averaged
+    over tokens, the sum over pairs instead of the mean, a single epoch where several are asked for, no optimiser
+    step (or no zero_grad, so gradients pile up), a loss that does not fall, losses returned as tensors.
+    """
+    import copy
+    name = "train_reward_model_loop"
+    settings = [(3e-3, 3)] + ([(1e-3, 2)] if hidden else [])
+    for lr, epochs in settings:
+        case = f"a tiny reward model, 2 batches of 8 pairs (correct answer over insult), lr {lr}, {epochs} epochs"
+        model, batches = _reward_loop_setup()
+        before = copy.deepcopy(model.state_dict())
+        out = _call(train_reward_model_loop, name, model, batches, lr, epochs)
+        if not isinstance(out, (list, tuple)) or not all(type(x) is float for x in out):
+            _fail(name, "should return the list of per-step losses as Python floats (loss.item()), not tensors "
+                        "that keep the whole graph alive", f"case: {case}: got {_fmt(out)}")
+        losses = list(out)
+        if len(losses) == len(batches) and epochs > 1:
+            _fail(name, f"ran a single epoch: {len(losses)} steps for {epochs} epochs of {len(batches)} batches; "
+                        f"loop over the epochs", f"case: {case}")
+        if len(losses) != epochs * len(batches):
+            _fail(name, f"returned {len(losses)} losses; expected one per step, {epochs} x {len(batches)}",
+                  f"case: {case}")
+        if all(torch.equal(v, before[k]) for k, v in model.state_dict().items()):
+            _fail(name, "the model's parameters did not change: call optimizer.step() after loss.backward(), with "
+                        "an optimiser built on model.parameters()", f"case: {case}")
+        want = _reference_reward_loop(_reward_loop_setup()[0], batches, lr, epochs)
+        if all(abs(a - b) <= 1e-4 for a, b in zip(losses[:3], want[:3])):
+            if not losses[-1] < losses[0] - 0.05:
+                _fail(name, "the loss does not fall: does the optimiser get the model's parameters?",
+                      f"case: {case}: losses {_fmt(losses)}")
+            continue
+        variants = [
+            ("chosen and rejected are swapped: the margin is score(chosen) - score(rejected), and the loss rises "
+             "as the model learns", dict(sign=-1.0)),
+            ("reads the score at the last column: for every row shorter than the longest that is padding; read "
+             "it at attention_mask.sum(-1) - 1", dict(read="last column")),
+            ("averages the values over the tokens: a reward model's score is the value at the last real token "
+             "(<eos>), which has seen the whole response", dict(read="mean")),
+            ("sums the per-pair losses: take the mean over the batch, so that the step size does not grow with "
+             "the batch size", dict(reduce="sum")),
+        ]
+        for mistake, kw in variants:
+            other = _reference_reward_loop(_reward_loop_setup()[0], batches, lr, epochs, **kw)
+            if all(abs(a - b) <= 1e-4 for a, b in zip(losses[:3], other[:3])):
+                _fail(name, mistake, f"case: {case}: first losses {_fmt(losses[:3])}")
+        if abs(losses[0] - want[0]) <= 1e-4:
+            _fail(name, "the first loss is right but the next ones are not: call optimizer.zero_grad() before "
+                        "loss.backward() at every step (otherwise gradients pile up from step to step), and step "
+                        "once per batch", f"case: {case}: expected {_fmt(want[:3])}, got {_fmt(losses[:3])}")
+        _fail(name, "the first losses differ from the course's loop (Adam on model.parameters(), one step per batch, "
+                    "loss = mean over the pairs of -log sigma(score(chosen) - score(rejected)), each score read at "
+                    "the row's last real token)", f"case: {case}: expected {_fmt(want[:3])}, got {_fmt(losses[:3])}")
+    print(f"train_reward_model_loop passed {len(settings)} case(s) (first losses within 1e-4 of the course's loop; "
+          f"the loss falls)")
+
+
 QUESTIONS.update({
     "scores_shift": Question(
         "what a reward model's score means",
@@ -353,10 +611,10 @@ QUESTIONS.update({
         "over-optimising a reward model",
         answer="D",
         why_not=({
-            "A": "the samples come from the same policy at every N; what changes is how hard the reward model's "
-                 "choice pushes into the responses it over-rates",
-            "B": "more samples can only help the reward model's choice by its own scores: the proxy reward rises, as "
-                 "the plot shows; it is the gold reward that falls",
+            "A": "the candidates come from pi_ref at every N; what changes is how hard the reward model's choice "
+                 "pushes into the responses it over-rates",
+            "B": "more samples can only help the reward model's choice by its own scores: the proxy score keeps "
+                 "rising with N, as the plot shows; it is the gold reward that peaks and then falls",
             "C": "Best-of-N trains nothing; the reward model and the policy are the same at every N",
         },),
     ),
@@ -379,5 +637,6 @@ def check_overfitting_curves(answer) -> None:
 
 
 def check_over_optimisation(answer) -> None:
-    """Exercise: why gold reward falls as Best-of-N grows with a biased reward model (one letter)."""
+    """Exercise: why the gold reward of Best-of-N with a weak reward model peaks and then falls as N grows, while the
+    proxy score keeps rising (one letter)."""
     check_choice("over_optimisation", answer)

@@ -185,7 +185,9 @@ QUESTIONS.update({
             "A": "the clip fraction of the large-clip run is 0 because nothing is ever clipped, not because the "
                  "policy stayed close: its approx-KL per update is many times the other run's",
             "B": "both runs share everything but the clip range, the learning rate included",
-            "C": "the KL penalty is the same in both runs; what differs is how far one batch may push the policy",
+            "C": "its gold reward is higher after three batches of the gold reward itself, but not everything is "
+                 "better: its approx-KL per update grows batch after batch, far past the healthy range, and nothing "
+                 "bounds the next step; the clip is what keeps each batch's move small",
         },),
     ),
 })
