@@ -290,17 +290,10 @@ def _online_run(method: str, beta: float, s: _Setup) -> tuple[dict, LanguageMode
     else:
         grpo.train_grpo(policy, s.reference, s.reward_model, train, cfg, callback=callback,
                         desc=f"{method.upper()} beta={beta}")
-    chosen, state = checks.best
-    policy.load_state_dict(state)
-    run = {"strength": beta, "checks": checks.rows, "chosen_step": chosen["step"],
-           "val_win_rate": chosen["val_win_rate"], "train_s": chosen["train_s"],
-           "run_train_s": checks.rows[-1]["train_s"],
-           "costs": {"train_s": chosen["train_s"], "responses_sampled": chosen["step"] * BATCH,
-                     "labels_used": s.labels_reward_model, "reward_model_calls": chosen["step"] * BATCH,
-                     "models_in_memory": 4 if method == "ppo" else 3,   # + the value model for PPO
-                     "gradient_steps": chosen["gradient_steps"]}}
-    run["selection_samples"] = (len(checks.rows) - 1) * len(world.prompts(selection.SELECTION_SPLIT))
-    return run, policy.eval()
+    return _chosen_run(beta, checks, policy, {
+        "responses_sampled": checks.best[0]["step"] * BATCH, "labels_used": s.labels_reward_model,
+        "reward_model_calls": checks.best[0]["step"] * BATCH,
+        "models_in_memory": 4 if method == "ppo" else 3})   # + the value model for PPO
 
 
 def _dpo_run(beta: float, s: _Setup) -> tuple[dict, LanguageModel]:
@@ -327,13 +320,18 @@ def _dpo_run(beta: float, s: _Setup) -> tuple[dict, LanguageModel]:
     pairs = s.train_pairs if b.dpo_pairs is None else random.Random(b.seed).sample(s.train_pairs, b.dpo_pairs)
     dpo.train_dpo(pairs, val_pairs, cfg, policy=policy, reference=s.reference, on_eval=on_eval,
                   desc=f"DPO beta={beta}")
+    return _chosen_run(beta, checks, policy, {"responses_sampled": 0, "labels_used": len(pairs),
+                                              "reward_model_calls": 0, "models_in_memory": 2})
+
+
+def _chosen_run(beta: float, checks, policy: LanguageModel, costs: dict) -> tuple[dict, LanguageModel]:
+    """The policy at the check the selection rule chose, and the run's record with that check's costs."""
     chosen, state = checks.best
     policy.load_state_dict(state)
     run = {"strength": beta, "checks": checks.rows, "chosen_step": chosen["step"],
            "val_win_rate": chosen["val_win_rate"], "train_s": chosen["train_s"],
            "run_train_s": checks.rows[-1]["train_s"],
-           "costs": {"train_s": chosen["train_s"], "responses_sampled": 0, "labels_used": len(pairs),
-                     "reward_model_calls": 0, "models_in_memory": 2, "gradient_steps": chosen["gradient_steps"]}}
+           "costs": {"train_s": chosen["train_s"], **costs, "gradient_steps": chosen["gradient_steps"]}}
     run["selection_samples"] = (len(checks.rows) - 1) * len(world.prompts(selection.SELECTION_SPLIT))
     return run, policy.eval()
 
