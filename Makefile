@@ -76,6 +76,8 @@ artifacts: setup
 	$(BIN)/python -m helpers build sycophancy
 	$(BIN)/python -m helpers build ppo-ablation
 	$(BIN)/python -m helpers build comparison
+	$(BIN)/python -m helpers build verifiable
+	$(BIN)/python -m helpers build clinic
 	$(BIN)/python -m helpers build pipeline
 
 bench: setup

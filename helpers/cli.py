@@ -4,6 +4,8 @@
 - ``build preferences``: the course preference set (the reference model's samples, labeled by the annotator).
 - ``build reward-model``: the course reward model, trained on that set.
 - ``build views``: the reference model's enumerable view of the validation and test splits (helpers/enumerable.py).
+- ``build verifiable``: lesson 05's GRPO runs with the verifiable reward (helpers/rlvr.py; about 15 min).
+- ``build clinic``: lesson 05's reading-the-curves runs (helpers/clinic.py; about a minute).
 - ``build comparison``: lesson 05's controlled comparison, short and full runs (helpers/comparison.py; 15-45 min).
 - ``build surprise-ablation``: PPO against the course reward model with and without its surprise term (surprise.py).
 - ``build sycophancy``: the course reward model fine-tuned on honest and on sycophantic labels (sycophancy.py).
@@ -70,6 +72,18 @@ def _build_comparison() -> None:
     print(f"saved the comparison ({took}) to {COMPARISON_PATH}")
 
 
+def _build_verifiable() -> None:
+    from .rlvr import VERIFIABLE_PATH, build_verifiable
+    stored = build_verifiable(VERIFIABLE_PATH)
+    print(f"saved the verifiable-reward runs ({stored['seconds']:.0f} s) to {VERIFIABLE_PATH}")
+
+
+def _build_clinic() -> None:
+    from .clinic import CLINIC_PATH, build_clinic
+    build_clinic(CLINIC_PATH)
+    print(f"saved the clinic's DPO and short-limit GRPO runs to {CLINIC_PATH}")
+
+
 def _build_pipeline() -> None:
     from .pipeline import PIPELINE_PATH, build_pipeline
     build_pipeline(PIPELINE_PATH)
@@ -90,6 +104,10 @@ BUILDS = {
     "sycophancy": ("the course reward model fine-tuned on honest and on sycophantic labels", _build_sycophancy),
     "comparison": ("lesson 05's controlled comparison of Best-of-N, PPO, DPO, GRPO and RLOO (short and full runs; "
                    "minutes)", _build_comparison),
+    "verifiable": ("lesson 05's GRPO runs with the verifiable reward, false answers measured exactly (minutes)",
+                   _build_verifiable),
+    "clinic": ("lesson 05's clinic runs: DPO at beta 0.1 without NLL, GRPO with a 6-token limit (a minute)",
+               _build_clinic),
     "pipeline": ("lesson 06's end-to-end pipeline and RLAIF comparison, full length and short", _build_pipeline),
 }
 

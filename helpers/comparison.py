@@ -261,35 +261,64 @@ class _Checkpoints:
         self.checking += time.perf_counter() - t
 
 
+def _online_config(method: str, beta: float, b: ComparisonBudget):
+    """The PPO, GRPO or RLOO settings of one run: the lessons' defaults, ``beta`` and the budget's iterations."""
+    if method == "ppo":
+        cfg = replace(rlhf.PPOConfig(), beta=beta, iterations=b.iterations, eval_every=0, keep_best=False,
+                      seed=b.seed)
+        assert cfg.batch_size == BATCH
+    else:
+        cfg = replace(grpo.GRPOConfig(), beta=beta, iterations=b.iterations, seed=b.seed,
+                      **({"advantage": "rloo", "kl_in": "reward"} if method == "rloo" else {}))
+        assert cfg.prompts_per_batch * cfg.group_size == BATCH
+    return cfg
+
+
+def _train_online(method: str, policy: LanguageModel, reference: LanguageModel, reward_model, cfg, callback=None):
+    """Train ``policy`` in place with PPO (against ``reward_model``, a value model of its own) or GRPO/RLOO."""
+    train = list(world.prompts("train"))
+    if method == "ppo":
+        rlhf.train_ppo(policy, reference, reward_model, train, list(world.prompts("validation")), cfg,
+                       callback=callback, desc=f"PPO beta={cfg.beta}")
+    else:
+        grpo.train_grpo(policy, reference, reward_model, train, cfg, callback=callback,
+                        desc=f"{method.upper()} beta={cfg.beta}")
+
+
+def _dpo_pairs(train_pairs: list, b: ComparisonBudget) -> list:
+    """Every training pair, or the budget's seeded sample of them."""
+    return train_pairs if b.dpo_pairs is None else random.Random(b.seed).sample(train_pairs, b.dpo_pairs)
+
+
+def _train_dpo(policy: LanguageModel, reference: LanguageModel, pairs: list, beta: float, b: ComparisonBudget,
+               on_eval=None) -> None:
+    """DPO with lesson 04's NLL term on ``pairs``, ``b.dpo_steps`` steps, ``on_eval`` every ``b.dpo_check_every``."""
+    # the validation pairs only feed the loop's logged loss: the stopping point is the selection rule's
+    val_pairs = random.Random(b.seed).sample(reward.load_preferences("validation"), 256)
+    cfg = dpo.DPOConfig(beta=beta, lr=3e-4, nll_weight=0.5, max_epochs=10 ** 6, max_steps=b.dpo_steps,
+                        eval_every=b.dpo_check_every, patience=10 ** 9, seed=b.seed)
+    dpo.train_dpo(pairs, val_pairs, cfg, policy=policy, reference=reference, on_eval=on_eval,
+                  desc=f"DPO beta={beta}")
+
+
 def _online_run(method: str, beta: float, s: _Setup) -> tuple[dict, LanguageModel]:
     b = s.budget
     policy = copy.deepcopy(s.reference)
     checks = _Checkpoints(s)
     checks.rows.append({"step": 0, "val_win_rate": 0.5, "train_s": 0.0, "gradient_steps": 0})  # pi_ref itself
     checks.best = (checks.rows[0], copy.deepcopy(policy.state_dict()))
+    cfg = _online_config(method, beta, b)
     if method == "ppo":
-        cfg = replace(rlhf.PPOConfig(), beta=beta, iterations=b.iterations, eval_every=0, keep_best=False,
-                      seed=b.seed)
         steps_per_iteration = cfg.epochs * math.ceil(cfg.batch_size / cfg.minibatch_size)
-        assert cfg.batch_size == BATCH
     else:
-        cfg = replace(grpo.GRPOConfig(), beta=beta, iterations=b.iterations, seed=b.seed,
-                      **({"advantage": "rloo", "kl_in": "reward"} if method == "rloo" else {}))
         steps_per_iteration = cfg.epochs * math.ceil(cfg.prompts_per_batch * cfg.group_size / cfg.minibatch_size)
-        assert cfg.prompts_per_batch * cfg.group_size == BATCH
 
     def callback(row: dict) -> None:
         it = row["iteration"]
         if it > 0 and (it % b.check_every == 0 or it == b.iterations):
             checks.check(policy, it, it * steps_per_iteration)
 
-    train = list(world.prompts("train"))
-    if method == "ppo":
-        rlhf.train_ppo(policy, s.reference, s.reward_model, train, list(world.prompts("validation")), cfg,
-                       callback=callback, desc=f"PPO beta={beta}")
-    else:
-        grpo.train_grpo(policy, s.reference, s.reward_model, train, cfg, callback=callback,
-                        desc=f"{method.upper()} beta={beta}")
+    _train_online(method, policy, s.reference, s.reward_model, cfg, callback)
     return _chosen_run(beta, checks, policy, {
         "responses_sampled": checks.best[0]["step"] * BATCH, "labels_used": s.labels_reward_model,
         "reward_model_calls": checks.best[0]["step"] * BATCH,
@@ -313,13 +342,8 @@ def _dpo_run(beta: float, s: _Setup) -> tuple[dict, LanguageModel]:
             checks.check(model, step, step)
         return {}
 
-    # the validation pairs only feed the loop's logged loss: the stopping point is the selection rule's
-    val_pairs = random.Random(b.seed).sample(reward.load_preferences("validation"), 256)
-    cfg = dpo.DPOConfig(beta=beta, lr=3e-4, nll_weight=0.5, max_epochs=10 ** 6, max_steps=b.dpo_steps,
-                        eval_every=b.dpo_check_every, patience=10 ** 9, seed=b.seed)
-    pairs = s.train_pairs if b.dpo_pairs is None else random.Random(b.seed).sample(s.train_pairs, b.dpo_pairs)
-    dpo.train_dpo(pairs, val_pairs, cfg, policy=policy, reference=s.reference, on_eval=on_eval,
-                  desc=f"DPO beta={beta}")
+    pairs = _dpo_pairs(s.train_pairs, b)
+    _train_dpo(policy, s.reference, pairs, beta, b, on_eval)
     return _chosen_run(beta, checks, policy, {"responses_sampled": 0, "labels_used": len(pairs),
                                               "reward_model_calls": 0, "models_in_memory": 2})
 
@@ -538,21 +562,70 @@ def differences(committed: dict, fresh: dict, atol: float = 1e-6, rtol: float = 
     return [] if committed == fresh else [f"{path[:-1]}: {committed!r} != {fresh!r}"]
 
 
-def build_comparison(path: Path = COMPARISON_PATH, settings=("short", "full"), log=print) -> dict:
-    """Run the comparison in each of ``settings`` and save it to ``path`` (keeping settings already stored there
-    that were not rerun). What ``make artifacts`` runs; minutes for the full setting."""
+# ----------------------------------------------------------------------------------------------------------------
+# the live slice: what lesson 05 reruns and checks against the committed one
+
+LIVE_STRIDE = 16     # every 16th test prompt of the enumerable view (29 prompts)
+
+
+def run_live(methods=METHODS, log=print) -> dict:
+    """A few seconds of each method, at the short setting's strength and budget (2 iterations, 20 DPO steps of a
+    seeded 1,280 pairs, Best-of-4), with no selection and no free-running measurement: each policy's point on every
+    LIVE_STRIDE-th prompt of the test view (expected gold reward, KL, fraction of the optimum, mass on the
+    candidates). ``make artifacts`` stores it beside the full comparison (``"live"``); lesson 05 reruns it and
+    checks with :func:`differences` that it reproduces the stored one. One thread, seeded: deterministic on one
+    machine. Returns {"methods": {method: {strength, point, seconds}}, "prompts", "seconds"}.
+    """
+    b = SETTINGS["short"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        reference, reward_model = load_reference(), reward.load_reward_model()
+        view = enumerable.load_view(PROTOCOL_SPLIT)
+        view = view.subset(range(0, len(view.prompts), LIVE_STRIDE))
+        frontier = exact_frontier(view.ref_probs, view.rewards)
+        out = {"prompts": len(view.prompts), "methods": {}}
+        for method in methods:
+            t = time.perf_counter()
+            strength = b.strengths(method)[-1]
+            if method == "best_of_n":
+                scores = view.scores(lambda p, r: reward.score_texts(reward_model, p, r))
+                point = view_point(optimal.best_of_n_policy(view.ref_probs, scores, strength), view, frontier)
+            else:
+                policy = copy.deepcopy(reference)
+                if method == "dpo":
+                    _train_dpo(policy, reference, _dpo_pairs(reward.load_preferences("train"), b), strength, b)
+                else:
+                    _train_online(method, policy, reference, reward_model, _online_config(method, strength, b))
+                probs, mass = policy_on_view(policy.eval(), view)
+                point = view_point(probs, view, frontier) | {"mass_on_candidates": float(mass.mean())}
+            out["methods"][method] = {"strength": strength, "point": point, "seconds": time.perf_counter() - t}
+            log(f"{method}[{strength}]: gold {point['reward']:+.3f}, KL {point['kl']:.3f} "
+                f"({out['methods'][method]['seconds']:.0f} s)")
+        out["seconds"] = time.perf_counter() - start
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_comparison(path: Path = COMPARISON_PATH, settings=("short", "full", "live"), log=print) -> dict:
+    """Run the comparison in each of ``settings`` (and :func:`run_live` for ``"live"``) and save it to ``path``
+    (keeping settings already stored there that were not rerun). What ``make artifacts`` runs; minutes for the full
+    setting."""
     path = Path(path)
     stored = json.loads(path.read_text()) if path.exists() else {}
     for name in settings:
         log(f"comparison, {name} setting")
-        stored[name] = run_comparison(name, log=log)
+        stored[name] = run_live(log=log) if name == "live" else run_comparison(name, log=log)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stored, indent=1, sort_keys=True, allow_nan=True) + "\n")
     return stored
 
 
 def load_comparison(setting: str | None = "full", path: Path = COMPARISON_PATH) -> dict:
-    """The committed comparison: one setting's result (``"full"`` or ``"short"``), or the whole file (None)."""
+    """The committed comparison: one setting's result (``"full"``, ``"short"`` or ``"live"``), or the whole file
+    (None)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no comparison at {path}; run `python -m helpers build comparison`")

@@ -81,14 +81,17 @@ def candidates(prompt: world.Prompt) -> list[str]:
 
 @torch.no_grad()
 def sequence_logprobs_of(model: LanguageModel, prompt_texts: list[str], responses: list[str],
-                         chunk: int = 2048, desc: str = "") -> torch.Tensor:
+                         chunk: int = 2048, desc: str = "", temperature: float = 1.0) -> torch.Tensor:
     """log pi(response | prompt) for many (prompt, response) pairs: the same numbers as
     :func:`helpers.model.sequence_logprobs`, computed faster for many responses per prompt.
 
     Each distinct prompt runs once; its keys and values are cached and shared by all its responses (prompts are
     left-padded, like ``generate``, so the responses follow them directly). Responses go in chunks of similar length,
     and only the [B] results are kept, never the [B, T, V] logits of the whole set. Returns [len(responses)].
+    ``temperature``: the log-probs of sampling at that temperature (each token's logits divided by it).
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     tok = Tokenizer()
     distinct = list(dict.fromkeys(prompt_texts))
     which = {t: i for i, t in enumerate(distinct)}
@@ -106,7 +109,7 @@ def sequence_logprobs_of(model: LanguageModel, prompt_texts: list[str], response
         for k, p in enumerate(prompt_ids):
             ids[k, P - len(p):], mask[k, P - len(p):] = torch.tensor(p), 1
         cache = KVCache.empty(model.cfg.n_layer)
-        first = torch.log_softmax(model(ids, mask, cache)[:, -1].float(), -1)          # [P', V]
+        first = torch.log_softmax(model(ids, mask, cache)[:, -1].float() / temperature, -1)          # [P', V]
         pick = torch.tensor([slot[which[prompt_texts[i]]] for i in rows])
         cache.layers = [[kv.index_select(0, pick) for kv in layer] for layer in cache.layers]
         resp = [tok.encode_response(responses[i]) for i in rows]
@@ -116,7 +119,7 @@ def sequence_logprobs_of(model: LanguageModel, prompt_texts: list[str], response
         for b, r in enumerate(resp):
             rid[b, :len(r)], rmask[b, :len(r)] = torch.tensor(r), 1
         logits = model(rid, torch.cat([mask.index_select(0, pick), rmask], 1), cache)      # [B, R, V]
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(2, rid[:, 1:, None]).squeeze(2)  # [B, R-1]
+        logp = torch.log_softmax(logits[:, :-1].float() / temperature, -1).gather(2, rid[:, 1:, None]).squeeze(2)  # [B, R-1]
         total = first.index_select(0, pick).gather(1, rid[:, :1]).squeeze(1) + (logp * rmask[:, 1:]).sum(-1)
         out[rows] = total
     return out
@@ -270,20 +273,22 @@ def _labels_and_rewards(prompts: list[world.Prompt], texts: list[list[str]], rew
 
 
 def build_view(model: LanguageModel, prompts: list[world.Prompt], reward=world.gold_reward,
-               chunk: int = 2048) -> View:
+               chunk: int = 2048, temperature: float = 1.0) -> View:
     """Score every candidate of every prompt with ``model`` (in chunks; about 30 s for the test split on two cores).
 
     Args:
         model: the policy whose view this is (pi_ref for the course's view; any model to place it on the frontier).
         prompts: the prompts (one row each).
         reward: ``reward(prompt, text) -> float`` for the ``rewards`` tensor (the gold reward by default).
+        temperature: the model sampled at this temperature (lesson 05 compares 1 with lower ones).
     """
     if not prompts:
         raise ValueError("build_view needs at least one prompt")
     texts = [candidates(p) for p in prompts]
     view = View(list(prompts), texts, torch.empty(0), torch.empty(0), torch.empty(0))
     logps = sequence_logprobs_of(model, [p.text for p, ts in zip(prompts, texts) for _ in ts],
-                                 [t for ts in texts for t in ts], chunk, desc="scoring the candidates")
+                                 [t for ts in texts for t in ts], chunk, desc="scoring the candidates",
+                                 temperature=temperature)
     labels, rewards = _labels_and_rewards(prompts, texts, reward)
     view.logps = view._unflatten(logps, float("-inf"))
     view.rewards = view._unflatten(torch.tensor(rewards), 0.0)

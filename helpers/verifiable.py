@@ -47,3 +47,4 @@ class VerifiableReward:
 
 
 verifiable_reward = VerifiableReward()
+

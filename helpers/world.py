@@ -230,22 +230,26 @@ def _make_prompt(inst: dict, frame: str, prefix: str, split: str) -> Prompt:
 
 
 @lru_cache(maxsize=None)
-def prompts(split: str) -> tuple[Prompt, ...]:
+def prompts(split: str, wording: str | None = None) -> tuple[Prompt, ...]:
     """The prompts of one split: that split's wording applied to that split's instances.
 
     Args:
-        split: "train", "validation" or "test".
+        split: "train", "validation" or "test": whose instances (the sums and facts asked about).
+        wording: another split's question frames and prefixes on those instances (None: the split's own). Lesson
+            05's control practises the test instances in the training wording; such prompts keep ``split`` as their
+            split, since what they ask is the test split's.
     Returns:
         a tuple of :class:`Prompt`, in a fixed order.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    for name in (split, wording or split):
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
     out = []
     for inst in _instances():
         if _instance_split(inst["instance"]) != split:
             continue
-        for frame in _frames(inst["kind"])[split]:
-            for prefix in PREFIXES[split]:
+        for frame in _frames(inst["kind"])[wording or split]:
+            for prefix in PREFIXES[wording or split]:
                 out.append(_make_prompt(inst, frame, prefix, split))
     return tuple(out)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -155,9 +155,29 @@ def test_the_committed_comparison_holds_both_settings_and_every_bench_key():
         pytest.skip("no committed comparison yet: python -m helpers build comparison")
     # the lesson reruns the short setting and compares: it must be the one committed
     assert stored["short"]["budget"] == json.loads(json.dumps(asdict(comparison.SETTINGS["short"])))
-    for name, result in stored.items():
+    assert set(stored) == {"short", "full", "live"}
+    assert set(stored["live"]["methods"]) == set(comparison.METHODS)
+    for name in ("short", "full"):
+        result = stored[name]
         figures = comparison.summary(result)
         assert set(figures) == set(comparison.METHODS), name
         for method, row in figures.items():
             assert {"gold_reward", "kl", "gap_closed", "fraction_of_optimum", *comparison.COST_KEYS} <= set(row)
         assert result["frontier_check"]["all_below"], result["frontier_check"]
+
+
+def test_the_live_slice_reproduces_the_committed_one_and_a_changed_seed_does_not():
+    """What lesson 05 asserts, for two methods (a few seconds each); and the check can fail: another seed differs."""
+    committed = comparison.load_comparison("live")
+    fresh = comparison.run_live(methods=("best_of_n", "grpo"), log=lambda _: None)
+    assert comparison.differences({m: committed["methods"][m] for m in fresh["methods"]}, fresh["methods"],
+                                  atol=1e-5, rtol=1e-5) == []
+    point = fresh["methods"]["grpo"]["point"]
+    assert 0 < point["kl"] and point["fraction_of_optimum"] <= 1 + 1e-3     # trained a little, below the optimum
+    other = dict(comparison.SETTINGS)
+    try:
+        comparison.SETTINGS["short"] = replace(other["short"], seed=1)
+        reseeded = comparison.run_live(methods=("grpo",), log=lambda _: None)
+    finally:
+        comparison.SETTINGS.update(other)
+    assert comparison.differences(committed["methods"]["grpo"], reseeded["methods"]["grpo"], atol=1e-5, rtol=1e-5)

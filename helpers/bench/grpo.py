@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 
 from .. import enumerable, grpo
+from ..comparison import load_comparison, summary
 from ..evaluate import PROTOCOL_SPLIT
 from .ppo import table_figures
 
@@ -26,7 +27,8 @@ def enumerable_figures(ref_probs: torch.Tensor, rewards: torch.Tensor,
 
 
 def bench_grpo() -> dict:
-    """{"grpo": {...}, "rloo": {...}}: the enumerable gain fractions (and GRPO's variants under ``grpo.variants``)."""
+    """{"grpo": {...}, "rloo": {...}}: the enumerable gain fractions (and GRPO's variants under ``grpo.variants``),
+    and gap_closed of each method's chosen run in the committed comparison."""
     # every tensor here is a small table: one thread is fastest, and two fight over the cores when the machine is busy
     torch.set_num_threads(1)
     # the same view as ppo.enumerable_gain_fraction
@@ -41,4 +43,8 @@ def bench_grpo() -> dict:
         name: {k: v for k, v in enumerable_figures(ref_probs, rewards, replace(default, **change)).items()
                if k in ("enumerable_gain_fraction", "enumerable_kl")}
         for name, change in variants.items()}
+    # the language-model figures: GRPO's and RLOO's chosen runs in lesson 05's controlled comparison (test split)
+    figures = summary(load_comparison("full"))
+    for method in ("grpo", "rloo"):
+        out[method] |= {k: figures[method][k] for k in ("gap_closed", "gold_reward", "kl", "strength")}
     return out
