@@ -290,9 +290,10 @@ def _dpo_pairs(train_pairs: list, b: ComparisonBudget) -> list:
     return train_pairs if b.dpo_pairs is None else random.Random(b.seed).sample(train_pairs, b.dpo_pairs)
 
 
-def _train_dpo(policy: LanguageModel, reference: LanguageModel, pairs: list, beta: float, b: ComparisonBudget,
+def train_dpo_run(policy: LanguageModel, reference: LanguageModel, pairs: list, beta: float, b: ComparisonBudget,
                on_eval=None) -> None:
-    """DPO with lesson 04's NLL term on ``pairs``, ``b.dpo_steps`` steps, ``on_eval`` every ``b.dpo_check_every``."""
+    """DPO with lesson 04's NLL term on ``pairs``, ``b.dpo_steps`` steps, ``on_eval`` every ``b.dpo_check_every``:
+    the comparison's DPO run (lesson 05 also starts GRPO from one)."""
     # the validation pairs only feed the loop's logged loss: the stopping point is the selection rule's
     val_pairs = random.Random(b.seed).sample(reward.load_preferences("validation"), 256)
     cfg = dpo.DPOConfig(beta=beta, lr=3e-4, nll_weight=0.5, max_epochs=10 ** 6, max_steps=b.dpo_steps,
@@ -343,7 +344,7 @@ def _dpo_run(beta: float, s: _Setup) -> tuple[dict, LanguageModel]:
         return {}
 
     pairs = _dpo_pairs(s.train_pairs, b)
-    _train_dpo(policy, s.reference, pairs, beta, b, on_eval)
+    train_dpo_run(policy, s.reference, pairs, beta, b, on_eval)
     return _chosen_run(beta, checks, policy, {"responses_sampled": 0, "labels_used": len(pairs),
                                               "reward_model_calls": 0, "models_in_memory": 2})
 
@@ -595,7 +596,7 @@ def run_live(methods=METHODS, log=print) -> dict:
             else:
                 policy = copy.deepcopy(reference)
                 if method == "dpo":
-                    _train_dpo(policy, reference, _dpo_pairs(reward.load_preferences("train"), b), strength, b)
+                    train_dpo_run(policy, reference, _dpo_pairs(reward.load_preferences("train"), b), strength, b)
                 else:
                     _train_online(method, policy, reference, reward_model, _online_config(method, strength, b))
                 probs, mass = policy_on_view(policy.eval(), view)

@@ -49,7 +49,11 @@ EQUATIONS: tuple[Equation, ...] = (
     Equation("05", "GRPO advantages", "A_i = (r_i - mean_j r_j) / (std_j r_j + eps)", "grpo:grpo_advantages"),
     Equation("05", "RLOO advantages", "A_i = r_i - 1/(G - 1) * sum_{j != i} r_j", "grpo:rloo_advantages"),
     Equation("05", "k3 KL estimate", "k3 = pi_ref/pi - log(pi_ref/pi) - 1", "grpo:k3_kl"),
+    Equation("05", "GRPO loss", "loss = 1/B sum_i 1/|y_i| sum_t [clip_t(i) + beta * k3_t(i)]", "grpo:grpo_loss"),
     Equation("05", "pass@k", "pass@k = 1 - C(n - c, k) / C(n, k)", "evaluate:pass_at_k"),
+    Equation("05", "fraction of the optimum", "(R - R_ref) / (R*(KL) - R_ref)", "comparison:fraction_of_optimum"),
+    Equation("05", "over-optimisation, Best-of-N", "R(d) = d (alpha - beta d)", "overoptimisation:fit"),
+    Equation("05", "over-optimisation, RL", "R(d) = d (alpha - beta log d)", "overoptimisation:fit"),
 )
 
 

@@ -56,6 +56,9 @@ class Fit:
 def fit(form: str, kl, gain) -> Fit:
     """Least-squares (alpha, beta) of ``form`` through the points (d = sqrt(kl), gain), no intercept: R(0) = 0.
 
+        Best-of-N:  R(d) = d (alpha - beta d)
+        RL:         R(d) = d (alpha - beta log d)
+
     Args:
         form: "best_of_n" or "rl".
         kl: the points' KL(pi || pi_ref) (negative estimates from samples are clipped to 0).

@@ -13,7 +13,7 @@ BEHAVIOUR_COLOURS = {
 }
 # one colour per method, for every lesson's comparison plots
 METHOD_COLOURS = {"reference": "#666666", "sft": "#a6761d", "best_of_n": "#1f78b4", "ppo": "#e7298a",
-                  "dpo": "#1b9e77", "optimal": "#000000"}
+                  "dpo": "#1b9e77", "grpo": "#d95f02", "rloo": "#7570b3", "optimal": "#000000"}
 
 
 def plot_behaviours(card, title: str = "What the model does, per prompt category", ax=None):

@@ -23,7 +23,7 @@ import torch
 
 from . import enumerable, grpo, world
 from .checkpoint import ARTIFACTS
-from .evaluate import pass_rates
+from .evaluate import pass_rates, scorecard
 from .model import LanguageModel
 from .selection import choose
 from .verifiable import verifiable_reward
@@ -72,6 +72,8 @@ class VerifiableRun:
     beta: float = 0.04             # GRPO's k3 term (0: no pull towards pi_ref)
     seed: int = 0
     pass_k: bool = True            # pass@1 and pass@8 (8 samples per prompt) at the first and last checks
+    start: str = "reference"       # "dpo": first the comparison's chosen DPO run (beta 0.3, 240 steps), then GRPO
+                                   # anchored to it (its KL term pulls towards the DPO policy, as TRL's would)
 
     def config(self) -> grpo.GRPOConfig:
         return replace(grpo.GRPOConfig(), iterations=max(self.checks), beta=self.beta, seed=self.seed)
@@ -96,6 +98,13 @@ def run_verifiable(reference: LanguageModel, run: VerifiableRun = VerifiableRun(
     held_out = {} if live else {"validation": answerable(world.prompts("validation")),
                                 "test": answerable(world.prompts("test"))}
     policy = copy.deepcopy(reference)
+    if run.start == "dpo":
+        from .comparison import SETTINGS, train_dpo_run
+        from .reward import load_preferences
+        train_dpo_run(policy, reference, load_preferences("train"), 0.3, SETTINGS["full"])
+        reference = copy.deepcopy(policy.eval())
+    elif run.start != "reference":
+        raise ValueError(f"start must be 'reference' or 'dpo', got {run.start!r}")
     rows, states = [], {}
 
     def measure(iteration: int) -> None:
@@ -119,7 +128,8 @@ def run_verifiable(reference: LanguageModel, run: VerifiableRun = VerifiableRun(
     extra = {}
     for iteration in dict.fromkeys((0, chosen, max(run.checks))):
         policy.load_state_dict(states[iteration])
-        extra[iteration] = {"harmful_compliance": harmful_compliance(policy)}
+        extra[iteration] = {"harmful_compliance": harmful_compliance(policy),
+                            "scorecard": scorecard(policy).figures()}
         if run.pass_k:
             for name, ps in (("practised", practised), ("test", held_out["test"])):
                 extra[iteration][f"{name}_pass"] = pass_rates(policy, prompts=ps, n=8).figures((1, 8))
@@ -133,6 +143,7 @@ RUNS = {
     "grpo_seed1": VerifiableRun(seed=1, checks=(0, 10, 25, 50, 100), pass_k=False),
     "control": VerifiableRun(practise="test", checks=(0, 10, 25, 50), pass_k=False),
     "no_kl": VerifiableRun(beta=0.0, checks=(0, 25, 50, 100), pass_k=False),
+    "dpo_then_grpo": VerifiableRun(start="dpo", checks=(0, 25, 50), pass_k=False),
 }
 LIVE = VerifiableRun(checks=(0, 10), pass_k=False)    # lesson 05's live rerun: the committed run's first 10 iterations
 
@@ -142,22 +153,27 @@ def temperature_rates(reference: LanguageModel, temperatures=TEMPERATURES) -> di
     return {str(t): exact_rates(reference, answerable(world.prompts("test")), t) for t in temperatures}
 
 
-def build_verifiable(path: Path = VERIFIABLE_PATH, log=print) -> dict:
-    """Every run of :data:`RUNS`, the temperature comparison and the live slice, saved to ``path`` (``make
-    artifacts``; about 15 minutes on two cores). One thread, so that the live rerun reproduces it."""
+def build_verifiable(path: Path = VERIFIABLE_PATH, names=None, log=print) -> dict:
+    """The runs of :data:`RUNS` named in ``names`` (None: all, with the temperature comparison and the live slice),
+    saved to ``path`` beside the runs stored there that were not rerun (``make artifacts``; about 20 minutes on two
+    cores). One thread, so that the live rerun reproduces it."""
     from .pretrain import load_reference
+    path = Path(path)
+    out = json.loads(path.read_text()) if path.exists() and names is not None else {"runs": {}}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         reference = load_reference()
         start = time.perf_counter()
-        out = {"temperatures": temperature_rates(reference), "runs": {}}
-        for name, run in RUNS.items():
+        if names is None:
+            out["temperatures"] = temperature_rates(reference)
+        for name in (RUNS if names is None else names):
             t = time.perf_counter()
-            out["runs"][name] = run_verifiable(reference, run)
+            out["runs"][name] = run_verifiable(reference, RUNS[name])
             log(f"{name}: {time.perf_counter() - t:.0f} s")
-        out["live"] = run_verifiable(reference, LIVE, live=True)
-        out["seconds"] = time.perf_counter() - start
+        if names is None:
+            out["live"] = run_verifiable(reference, LIVE, live=True)
+            out["seconds"] = time.perf_counter() - start
         out["built"] = {"torch": torch.__version__, "threads": 1}
     finally:
         torch.set_num_threads(threads)
