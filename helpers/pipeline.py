@@ -1,11 +1,13 @@
 """The whole alignment pipeline, end to end, on the course model: labels -> reward model -> PPO, DPO and GRPO ->
 scorecards. Each step is the course's own function from the lesson that teaches it; this module only wires them
-together with one set of settings, so that lesson 06 can run the pipeline live (:data:`SHORT`) and ``make artifacts``
-can run it at full length (:data:`FULL`, ``python -m helpers build pipeline``).
+together with one set of settings, so that lesson 06 can run the pipeline live (:data:`LIVE`, half a minute) and
+``make artifacts`` can run it at full length (:data:`FULL`, ``python -m helpers build pipeline``), storing both
+runs' figures so that the lesson can check that its live run repeats the stored one.
 
 1. **Labels** (lesson 02): pairs of the reference's own samples on training prompts, judged in a
    :class:`~helpers.labeling.LabelingSession` — by you in the widget, and by the simulated annotator
-   (``world.Annotator`` at the course's tau) for the rest — written to label files and exported as preference pairs.
+   (``world.Annotator`` at the course's tau) for the rest (:func:`labels_preferring`) — written to label files and
+   exported as preference pairs.
 2. **Reward model** (lesson 02): the course architecture (:class:`~helpers.reward.RewardModel`) trained on those
    pairs, early-stopped on the course's validation pairs.
 3. **PPO** (lesson 03) against that reward model; **DPO** (lesson 04) on the same pairs; **GRPO** (lesson 05) with the
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,24 +39,29 @@ PIPELINE_PATH = ARTIFACTS / "pipeline.json"
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    prompt_stride: int = 1       # label a pair of samples for every n-th training prompt
-    reward: RewardTrainConfig = RewardTrainConfig(max_epochs=50, max_steps=60, eval_every=10, patience=3, lr=1e-3)
-    ppo: rlhf.PPOConfig = rlhf.PPOConfig(iterations=5, beta=0.2, eval_every=5, eval_prompts=128)
-    dpo: dpo.DPOConfig = dpo.DPOConfig(beta=0.5, lr=3e-4, nll_weight=0.5, max_epochs=50, max_steps=40, eval_every=20,
+    # the defaults are lesson 06's live run (about 30 s on one thread): every stage a few steps, enough to move
+    prompt_stride: int = 2       # label a pair of samples for every n-th training prompt (2: about 330 pairs)
+    # lesson 02's trainer: few steps at lesson 02's live learning rate, early-stopped on the validation loss
+    reward: RewardTrainConfig = RewardTrainConfig(max_epochs=50, max_steps=30, eval_every=10, patience=3, lr=1e-3)
+    # lesson 03's loop at the full run's KL coefficient (beta 0.2); the selection rule checks the last iteration
+    ppo: rlhf.PPOConfig = rlhf.PPOConfig(iterations=3, beta=0.2, eval_every=3, eval_prompts=128)
+    # lesson 04's choice of loss: beta 0.5 with an NLL term on the chosen response; the selection rule every 10 steps
+    dpo: dpo.DPOConfig = dpo.DPOConfig(beta=0.5, lr=3e-4, nll_weight=0.5, max_epochs=50, max_steps=20, eval_every=10,
                                        patience=2)
-    grpo: grpo.GRPOConfig = grpo.GRPOConfig(iterations=8)
+    grpo: grpo.GRPOConfig = grpo.GRPOConfig(iterations=6)   # the verifiable reward: no labels at all
     seed: int = 0
 
 
-SHORT = PipelineConfig()     # lesson 06, live: short runs of every stage
-FULL = PipelineConfig(        # `make artifacts`: the same labels, every stage trained as long as its lesson's bench
+LIVE = PipelineConfig()      # lesson 06, live: short runs of every stage, within the notebook's 90 s budget
+FULL = PipelineConfig(        # `make artifacts`: twice the labels, every stage trained as long as its lesson's bench
+    prompt_stride=1,
     reward=RewardTrainConfig(max_epochs=50, max_steps=400, eval_every=25, patience=4, lr=1e-3),
     ppo=rlhf.PPOConfig(iterations=15, beta=0.2),
     dpo=dpo.DPOConfig(beta=0.5, lr=3e-4, nll_weight=0.5, max_epochs=50, max_steps=300, eval_every=40, patience=3),
     grpo=grpo.GRPOConfig(iterations=25))
 
 
-def label_items(reference: LanguageModel, cfg: PipelineConfig = SHORT) -> list[labeling.Item]:
+def label_items(reference: LanguageModel, cfg: PipelineConfig = LIVE) -> list[labeling.Item]:
     """The pairs to judge: two samples of the reference for every ``cfg.prompt_stride``-th training prompt."""
     return labeling.make_items(reference, list(world.prompts("train"))[::cfg.prompt_stride], seeds=(11, 12))
 
@@ -68,6 +75,13 @@ def simulate_labels(items: list[labeling.Item], folder: str | Path, seed: int = 
         session.close()
 
 
+def labels_preferring(labels: list[labeling.Label], annotator: str) -> list[labeling.Label]:
+    """One label per item: ``annotator``'s where they gave one, the other annotators' for the rest (so that your
+    few labels from the widget replace the simulated annotator's on the same pairs, and it labels the others)."""
+    theirs = {lab.item for lab in labels if lab.annotator == annotator}
+    return [lab for lab in labels if lab.annotator == annotator or lab.item not in theirs]
+
+
 @dataclass
 class PipelineResult:
     policies: dict[str, LanguageModel]       # "reference", "ppo", "dpo", "grpo"
@@ -75,7 +89,7 @@ class PipelineResult:
     figures: dict = field(default_factory=dict)   # per stage: what it used and what it reached (JSON-ready)
 
 
-def run(reference: LanguageModel, pairs: list[world.PreferencePair], cfg: PipelineConfig = SHORT,
+def run(reference: LanguageModel, pairs: list[world.PreferencePair], cfg: PipelineConfig = LIVE,
         desc: str = "") -> PipelineResult:
     """Reward model, PPO, DPO and GRPO from ``pairs``; the figures of every stage on the test split.
 
@@ -128,7 +142,7 @@ def _run(reference: LanguageModel, pairs: list[world.PreferencePair], cfg: Pipel
     return PipelineResult(policies, rm.model, figures)
 
 
-def simulated_pairs(reference: LanguageModel, folder: str | Path, cfg: PipelineConfig = SHORT
+def simulated_pairs(reference: LanguageModel, folder: str | Path, cfg: PipelineConfig = LIVE
                     ) -> list[world.PreferencePair]:
     """Step 1 without a person: the simulated annotator labels every item into ``folder``; its pairs."""
     simulate_labels(label_items(reference, cfg), folder, cfg.seed)
@@ -138,12 +152,16 @@ def simulated_pairs(reference: LanguageModel, folder: str | Path, cfg: PipelineC
 # ----------------------------------------------------------------------------------------------------------------
 # RL from AI feedback: DPO on the constitutional critic's labels against DPO on the annotator's
 
+RLAIF_SAMPLES = 6            # reference samples per training prompt, as many as the course preference set has
 RLAIF_DPO = dpo.DPOConfig(beta=0.5, lr=3e-4, nll_weight=0.5, max_epochs=4, max_steps=200, eval_every=40, patience=3)
-RLAIF_SHORT = dpo.DPOConfig(beta=0.5, lr=3e-4, nll_weight=0.5, max_steps=30, eval_every=15, patience=2)
+# lesson 06's live check: one sample per training prompt (about 400 AI pairs), two epochs of 64-pair steps (12),
+# the selection rule applied once at the end (and to the reference at step 0)
+RLAIF_LIVE_SAMPLES = 1
+RLAIF_LIVE = dpo.DPOConfig(beta=0.5, lr=3e-4, nll_weight=0.5, max_epochs=2, eval_every=12, patience=1)
 
 
-def rlaif_comparison(reference: LanguageModel, samples_per_prompt: int = 6, cfg: dpo.DPOConfig = RLAIF_DPO,
-                     desc: str = "") -> dict:
+def rlaif_comparison(reference: LanguageModel, samples_per_prompt: int = RLAIF_SAMPLES,
+                     cfg: dpo.DPOConfig = RLAIF_DPO, desc: str = "") -> dict:
     """The critic revises ``samples_per_prompt`` reference samples per training prompt (as many as the course
     preference set has); DPO on those AI pairs against DPO on as many of the course's annotator pairs (drawn at
     random), same settings, each checkpoint chosen by the selection rule; figures on the test split."""
@@ -181,29 +199,45 @@ def rlaif_comparison(reference: LanguageModel, samples_per_prompt: int = 6, cfg:
             "ai_dpo": runs["ai"], "annotator_dpo": runs["annotator"]}
 
 
-def build_pipeline(path: Path = PIPELINE_PATH) -> dict:
-    """``make artifacts``: the pipeline at full length and the short run lesson 06 repeats live, and the RLAIF
-    comparison at full length and short; their figures."""
+PARTS = ("live", "full", "rlaif", "rlaif_live")   # what build_pipeline stores, one key each
+
+
+def _build_part(name: str) -> dict:
+    """One stored part: a pipeline run ("live", "full") or an RLAIF comparison ("rlaif", "rlaif_live")."""
     import tempfile
 
     from .pretrain import load_reference
-    stored = {}
-    for name, cfg in (("short", SHORT), ("full", FULL)):
-        reference = load_reference()
+    reference = load_reference()
+    if name in ("live", "full"):
+        cfg = LIVE if name == "live" else FULL
         with tempfile.TemporaryDirectory(prefix="pipeline-") as folder:
             pairs = simulated_pairs(reference, folder, cfg)
         start = time.perf_counter()
         result = run(reference, pairs, cfg, desc=f"{name}: ")
-        stored[name] = {"figures": result.figures, "seconds": time.perf_counter() - start}
-    stored["rlaif"] = rlaif_comparison(load_reference(), desc="RLAIF: ")
-    stored["rlaif_short"] = rlaif_comparison(load_reference(), samples_per_prompt=1, cfg=RLAIF_SHORT,
-                                             desc="RLAIF short: ")
+        return {"figures": result.figures, "seconds": time.perf_counter() - start, "config": asdict(cfg)}
+    if name == "rlaif":
+        return {**rlaif_comparison(reference, desc="RLAIF: "), "config": asdict(RLAIF_DPO),
+                "samples_per_prompt": RLAIF_SAMPLES}
+    if name == "rlaif_live":
+        return {**rlaif_comparison(reference, RLAIF_LIVE_SAMPLES, RLAIF_LIVE, desc="RLAIF live: "),
+                "config": asdict(RLAIF_LIVE), "samples_per_prompt": RLAIF_LIVE_SAMPLES}
+    raise ValueError(f"unknown part {name!r}: one of {PARTS}")
+
+
+def build_pipeline(path: Path = PIPELINE_PATH, parts: tuple[str, ...] = PARTS) -> dict:
+    """``make artifacts``: the pipeline at full length and the live run lesson 06 repeats, and the RLAIF comparison
+    at full length and live; their figures, each with the settings that made it. ``parts`` rebuilds only those and
+    keeps the others from ``path`` (each part is computed from its own seed, so none depends on another)."""
+    stored = load_pipeline(path) if path.exists() and set(parts) != set(PARTS) else {}
+    stored = {name: stored[name] for name in PARTS if name in stored}   # parts no longer built are dropped
+    for name in parts:
+        stored[name] = _build_part(name)
     path.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     return stored
 
 
 def load_pipeline(path: Path = PIPELINE_PATH) -> dict:
-    """The figures :func:`build_pipeline` stored: ``{"short": ..., "full": ...}``."""
+    """The figures :func:`build_pipeline` stored: ``{"live": ..., "full": ..., "rlaif": ..., "rlaif_live": ...}``."""
     if not path.exists():
         raise FileNotFoundError(f"no pipeline results at {path}; run `make artifacts` to build them")
     return json.loads(path.read_text())

@@ -2,9 +2,10 @@
 :func:`helpers.pipeline.rlaif_comparison`.
 
 The constitutional critic (:mod:`helpers.critic`) revises the reference's sampled responses to the train prompts
-(six per prompt, as the course preference set samples them); each (revision, original) is an AI-labelled pair. DPO
-on those pairs against DPO on as many of the course's annotator-labelled pairs (``world.Annotator`` at the course
-tau), same settings, each checkpoint chosen by the course's selection rule (:mod:`helpers.selection`); test split.
+(:data:`~helpers.pipeline.RLAIF_SAMPLES` per prompt, as many as the course preference set samples); each
+(revision, original) is an AI-labelled pair. DPO on those pairs against DPO on as many of the course's
+annotator-labelled pairs (``world.Annotator`` at the course tau), same settings, each checkpoint chosen by the
+course's selection rule (:mod:`helpers.selection`); test split.
 
 - ``label_gold_agreement`` / ``label_annotator_agreement``: the AI pairs' agreement with the gold reward and with the
   annotator's choice probability; ``annotator_label_gold_agreement``: the same for the annotator's own pairs.

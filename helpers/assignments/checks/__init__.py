@@ -25,6 +25,7 @@ from .reward import *  # noqa: F401,F403
 from .dpo import *  # noqa: F401,F403
 from .ppo import *  # noqa: F401,F403
 from .rlhf import *  # noqa: F401,F403
+from .choosing import *  # noqa: F401,F403
 from .implementation import *  # noqa: F401,F403
 
 from .base import graded as _graded
