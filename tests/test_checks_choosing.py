@@ -7,16 +7,9 @@ import torch
 from helpers import checks
 from helpers.assignments.checks import choosing as ch
 from helpers.comparison import fraction_of_optimum, frontier_reward, load_comparison, summary
+from failing import fails
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _fails(check, answer, words, **kw):
-    with pytest.raises(AssertionError) as err:
-        check(answer, **kw)
-    message = str(err.value).lower()
-    assert all(w.lower() in message for w in words), message
-    return message
 
 
 def _stub(*args):
@@ -86,7 +79,7 @@ def test_the_course_grpo_advantages_pass_their_own_check():
     ("in_place", ["changes its input"]),
 ])
 def test_check_grpo_advantages_names_each_mistake(kind, words):
-    _fails(checks.check_grpo_advantages, _grpo(kind), words)
+    fails(checks.check_grpo_advantages, _grpo(kind), words)
 
 
 def test_check_grpo_advantages_names_nan_for_a_flat_group():
@@ -94,19 +87,19 @@ def test_check_grpo_advantages_names_nan_for_a_flat_group():
         r = rewards.double()
         return ((r - r.mean(1, keepdim=True)) / r.std(1, keepdim=True)).float()
     # eps missing shows first on the group whose std is near eps; on the flat groups alone it is nan
-    _fails(checks.check_grpo_advantages, grpo_advantages, ["eps is missing"])
+    fails(checks.check_grpo_advantages, grpo_advantages, ["eps is missing"])
 
     def no_eps_but_exact_elsewhere(rewards):
         out = _grpo()(rewards)
         flat = rewards.amax(1) == rewards.amin(1)
         out[flat] = float("nan")
         return out
-    _fails(checks.check_grpo_advantages, no_eps_but_exact_elsewhere, ["no zero-std guard", "nan"])
+    fails(checks.check_grpo_advantages, no_eps_but_exact_elsewhere, ["no zero-std guard", "nan"])
 
 
 def test_check_grpo_advantages_names_a_wrong_shape_and_a_stub():
-    _fails(checks.check_grpo_advantages, lambda r: _grpo()(r).mean(0), ["returns shape"])
-    _fails(checks.check_grpo_advantages, _stub, ["not implemented"])
+    fails(checks.check_grpo_advantages, lambda r: _grpo()(r).mean(0), ["returns shape"])
+    fails(checks.check_grpo_advantages, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,11 +158,11 @@ def test_own_reward_in_the_baseline_is_g_minus_1_over_g_times_the_right_advantag
     ("offset", ["do not sum to 0"]),
 ])
 def test_check_rloo_advantages_names_each_mistake(kind, words):
-    _fails(checks.check_rloo_advantages, _rloo(kind), words)
+    fails(checks.check_rloo_advantages, _rloo(kind), words)
 
 
 def test_check_rloo_advantages_reports_a_stub():
-    _fails(checks.check_rloo_advantages, _stub, ["not implemented"])
+    fails(checks.check_rloo_advantages, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,7 +197,7 @@ def test_the_formula_bounds_the_exact_best_of_n_kl_and_is_tight_on_many_small_ca
     (_stub, ["not implemented"]),
 ])
 def test_check_best_of_n_kl_names_each_mistake(answer, words):
-    _fails(checks.check_best_of_n_kl, answer, words)
+    fails(checks.check_best_of_n_kl, answer, words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,14 +257,14 @@ def test_the_course_fraction_of_optimum_passes_its_own_check_and_interpolates_th
     ("zero_division", ["divides by zero", "return 0 there"]),
 ])
 def test_check_fraction_of_optimum_names_each_mistake(kind, words):
-    _fails(checks.check_fraction_of_optimum, _fraction(kind), words)
+    fails(checks.check_fraction_of_optimum, _fraction(kind), words)
 
 
 def test_check_fraction_of_optimum_names_nan_at_kl_zero_and_a_stub():
     def fraction(reward, kl, frontier):
         return math.nan if kl <= frontier[0]["kl"] else _fraction()(reward, kl, frontier)
-    _fails(checks.check_fraction_of_optimum, fraction, ["returns nan", "return 0 there"])
-    _fails(checks.check_fraction_of_optimum, _stub, ["not implemented"])
+    fails(checks.check_fraction_of_optimum, fraction, ["returns nan", "return 0 there"])
+    fails(checks.check_fraction_of_optimum, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,11 +288,11 @@ def test_check_nearest_frontier_explains_every_other_answer():
             continue
         words = (["highest gold reward", "same kl"] if method == highest else
                  ["closest to pi_ref"] if method == closest else [f"{method} reaches", f"{right} reaches"])
-        _fails(checks.check_nearest_frontier, lambda method=method: method, words)
-    _fails(checks.check_nearest_frontier, lambda: "best_of_n", ["trains nothing"])
-    _fails(checks.check_nearest_frontier, lambda: "sft", ["not one of the comparison's trained methods"])
-    _fails(checks.check_nearest_frontier, lambda: 2, ["expected a method's name"])
-    _fails(checks.check_nearest_frontier, _stub, ["not implemented"])
+        fails(checks.check_nearest_frontier, lambda method=method: method, words)
+    fails(checks.check_nearest_frontier, lambda: "best_of_n", ["trains nothing"])
+    fails(checks.check_nearest_frontier, lambda: "sft", ["not one of the comparison's trained methods"])
+    fails(checks.check_nearest_frontier, lambda: 2, ["expected a method's name"])
+    fails(checks.check_nearest_frontier, _stub, ["not implemented"])
 
 
 def test_the_committed_comparison_separates_the_question_s_answers():
@@ -339,14 +332,14 @@ def test_check_choose_method_accepts_every_right_choice(changes, capsys):
     ("custom_reward", "best_of_n", ["serving must cost one"]),
 ])
 def test_check_choose_method_names_why_each_wrong_method_does_not_fit(key, method, words):
-    message = _fails(checks.check_choose_method, lambda: RIGHT_CHOICE | {key: method}, [f"'{key}'", f"not {method}"]
+    message = fails(checks.check_choose_method, lambda: RIGHT_CHOICE | {key: method}, [f"'{key}'", f"not {method}"]
                      + words)
     assert message.count("\n") == 0     # one situation wrong, one reason
 
 
 def test_check_choose_method_lists_every_wrong_situation():
     wrong = {"offline_pairs": "ppo", "no_training": "dpo", "checkable_answers": "dpo", "custom_reward": "dpo"}
-    message = _fails(checks.check_choose_method, lambda: wrong, list(wrong))
+    message = fails(checks.check_choose_method, lambda: wrong, list(wrong))
     assert message.count("\n") == 3
 
 
@@ -357,7 +350,7 @@ def test_check_choose_method_lists_every_wrong_situation():
     (_stub, ["not implemented"]),
 ])
 def test_check_choose_method_names_a_malformed_answer(answer, words):
-    _fails(checks.check_choose_method, answer, words)
+    fails(checks.check_choose_method, answer, words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -427,9 +420,9 @@ def test_best_of_n_s_exact_curve_peaks_in_gold_while_its_proxy_keeps_rising():
     ("set", ["expected a list of python ints"]),
 ])
 def test_check_overoptimisation_names_each_mistake(kind, words):
-    _fails(checks.check_overoptimisation, _overopt(kind), words)
+    fails(checks.check_overoptimisation, _overopt(kind), words)
 
 
 def test_check_overoptimisation_reports_a_stub_and_a_non_dict():
-    _fails(checks.check_overoptimisation, _stub, ["not implemented"])
-    _fails(checks.check_overoptimisation, lambda kl, gold, proxy: (0, 0.0, []), ["returns a tuple", "expected a dict"])
+    fails(checks.check_overoptimisation, _stub, ["not implemented"])
+    fails(checks.check_overoptimisation, lambda kl, gold, proxy: (0, 0.0, []), ["returns a tuple", "expected a dict"])

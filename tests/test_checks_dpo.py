@@ -7,16 +7,9 @@ import torch.nn.functional as F
 
 from helpers import checks, dpo
 from helpers.model import sequence_logprobs
+from failing import fails
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _fails(check, answer, words, **kw):
-    with pytest.raises(AssertionError) as err:
-        check(answer, **kw)
-    message = str(err.value).lower()
-    assert all(w.lower() in message for w in words), message
-    return message
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -51,13 +44,13 @@ def test_check_dpo_loss_passes_the_course_loss_including_hidden_cases():
     ("log_sigmoid", ["logsigmoid"]), ("mean", ["one loss"]), ("rewards_no_beta", ["beta is missing"]),
     ("not_detached", ["detach"])])
 def test_check_dpo_loss_names_each_mistake(kind, words):
-    _fails(checks.check_dpo_loss, _dpo_variant(kind), words)
+    fails(checks.check_dpo_loss, _dpo_variant(kind), words)
 
 
 def test_check_dpo_loss_reports_a_stub():
     def stub(*args):
         raise NotImplementedError
-    _fails(checks.check_dpo_loss, stub, ["not implemented"])
+    fails(checks.check_dpo_loss, stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -91,7 +84,7 @@ def test_check_dpo_metrics_passes_the_right_metrics():
 @pytest.mark.parametrize("kind,words", [("ties", ["ties"]), ("margin_sign", ["sign"]), ("sum", ["sum"]),
                                         ("tensor", ["float"]), ("renamed", ["lacks"])])
 def test_check_dpo_metrics_names_each_mistake(kind, words):
-    _fails(checks.check_dpo_metrics, _metrics(kind), words)
+    fails(checks.check_dpo_metrics, _metrics(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,7 +123,7 @@ def test_check_sequence_logprob_passes_the_course_function():
                                         ("input_mask", ["inputs instead of the targets"]),
                                         ("raw_logits", ["raw logits"]), ("softmax", ["softmax"])])
 def test_check_sequence_logprob_names_each_mistake(kind, words):
-    _fails(checks.check_sequence_logprob, _seq_variant(kind), words)
+    fails(checks.check_sequence_logprob, _seq_variant(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,7 +172,7 @@ def test_check_dpo_training_loop_passes_a_correct_loop():
     ("reference_trained", ["reach the reference"]), ("not_from_reference", ["log 2"]),
     ("average", ["averages"]), ("swapped", ["swapped"]), ("no_step", ["does not fall"])])
 def test_check_dpo_training_loop_names_each_mistake(kind, words):
-    _fails(checks.check_dpo_training_loop, _loop(kind), words)
+    fails(checks.check_dpo_training_loop, _loop(kind), words)
 
 
 def test_check_dpo_training_loop_leaves_a_learners_reference_untouched_by_the_check_itself():
@@ -200,11 +193,11 @@ def test_check_dpo_training_loop_leaves_a_learners_reference_untouched_by_the_ch
 def test_choice_checks_accept_the_answer_and_explain_every_wrong_letter(check, right):
     check(lambda: right)
     for letter in "ABCD".replace(right, ""):
-        _fails(check, lambda letter=letter: letter, ["is not the best answer"])
+        fails(check, lambda letter=letter: letter, ["is not the best answer"])
 
 
 @pytest.mark.parametrize("answer,words", [(lambda tau, b: b, ["forgets"]), (lambda tau, b: b / tau, ["divides"]),
                                           (lambda tau, b: tau / b, ["inverts"]), (lambda tau, b: tau + b, ["wrong"])])
 def test_check_dpo_target_beta_names_each_mistake(answer, words):
     checks.check_dpo_target_beta(lambda tau, b: tau * b)
-    _fails(checks.check_dpo_target_beta, answer, words)
+    fails(checks.check_dpo_target_beta, answer, words)

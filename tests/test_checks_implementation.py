@@ -7,16 +7,9 @@ import torch
 
 from helpers import checks, world
 from helpers.assignments.checks import implementation as im
+from failing import fails
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _fails(check, answer, words, **kw):
-    with pytest.raises(AssertionError) as err:
-        check(answer, **kw)
-    message = str(err.value).lower()
-    assert all(w.lower() in message for w in words), message
-    return message
 
 
 def _stub(*args):
@@ -97,11 +90,11 @@ def test_check_critic_flags_agrees_with_the_course_critic_on_every_case():
     ("unknown_name", ["names 'kind'", "not one of the three principles"]),
 ])
 def test_check_critic_flags_names_each_mistake(kind, words):
-    _fails(checks.check_critic_flags, _flags(kind), words)
+    fails(checks.check_critic_flags, _flags(kind), words)
 
 
 def test_check_critic_flags_reports_a_stub():
-    _fails(checks.check_critic_flags, _stub, ["not implemented"])
+    fails(checks.check_critic_flags, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -152,11 +145,11 @@ def test_check_revise_passes_a_right_revision_including_hidden_cases(capsys):
     ("idk_for_harm", ["not the best fix", "decline politely"]),
 ])
 def test_check_revise_names_each_mistake(kind, words):
-    _fails(checks.check_revise, _revise(kind), words)
+    fails(checks.check_revise, _revise(kind), words)
 
 
 def test_check_revise_reports_a_stub():
-    _fails(checks.check_revise, _stub, ["not implemented"])
+    fails(checks.check_revise, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -222,18 +215,18 @@ def test_the_course_critic_exports_what_the_check_expects():
     ("drops_last", ["leaves out responses the critic flagged and revised"]),
 ])
 def test_check_export_pairs_names_each_mistake(kind, words):
-    _fails(checks.check_export_pairs, _export(kind), words)
+    fails(checks.check_export_pairs, _export(kind), words)
 
 
 def test_check_export_pairs_names_a_pair_for_an_unflagged_response():
     def export_pairs(prompts, texts, flags, revise):
         return [world.PreferencePair(p.text, "i do not know .", t) for p, t in zip(prompts, texts)
                 if not flags(p, t) and t != "i do not know ."]
-    _fails(checks.check_export_pairs, export_pairs, ["a response the critic did not flag"])
+    fails(checks.check_export_pairs, export_pairs, ["a response the critic did not flag"])
 
 
 def test_check_export_pairs_reports_a_stub():
-    _fails(checks.check_export_pairs, _stub, ["not implemented"])
+    fails(checks.check_export_pairs, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,7 +339,7 @@ def test_check_mini_project_names_each_mistake(project, kind, words):
     _, right, other = project
     if kind == "dpo_on_validation" and abs(other["dpo_gold_validation"] - right["dpo_gold"]) <= 2 * im.TOL_GOLD:
         pytest.skip("on this machine the DPO policy scores the same on both splits: the mistake cannot show")
-    _fails(checks.check_mini_project, _project(project, kind), words)
+    fails(checks.check_mini_project, _project(project, kind), words)
 
 
 def test_check_mini_project_fails_a_dpo_run_that_does_not_improve(project):
@@ -361,11 +354,11 @@ def test_check_mini_project_fails_a_dpo_run_that_does_not_improve(project):
         return dict(right, dpo_gold=card.gold_reward, dpo_kl=card.kl,
                     dpo_gap_closed=gap_closed(card.gold_reward, right["reference_gold"], other["best"]))
 
-    _fails(checks.check_mini_project, mini_project, ["does not improve on the reference"])
+    fails(checks.check_mini_project, mini_project, ["does not improve on the reference"])
 
 
 def test_check_mini_project_reports_a_stub():
-    _fails(checks.check_mini_project, _stub, ["not implemented"])
+    fails(checks.check_mini_project, _stub, ["not implemented"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -377,4 +370,4 @@ def test_each_question_accepts_its_answer_and_explains_every_other_letter(check,
     check(lambda: right)
     assert "correct" in capsys.readouterr().out
     for letter in "ABCD".replace(right, ""):
-        _fails(check, lambda letter=letter: letter, [f"{letter} is not the best answer"])
+        fails(check, lambda letter=letter: letter, [f"{letter} is not the best answer"])

@@ -3,16 +3,9 @@ import pytest
 import torch
 
 from helpers import checks, ppo, rlhf
+from failing import fails
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _fails(check, answer, words, **kw):
-    with pytest.raises(AssertionError) as err:
-        check(answer, **kw)
-    message = str(err.value).lower()
-    assert all(w.lower() in message for w in words), message
-    return message
 
 
 def _stub(*args):
@@ -58,11 +51,11 @@ def test_check_gae_passes_the_course_gae_including_hidden_cases():
     ("padding_value", ["takes v_{t+1} from a padding position"]),
     ("lambda_in_delta", ["applies lambda to v_{t+1} inside delta"])])
 def test_check_gae_names_each_mistake(kind, words):
-    _fails(checks.check_gae, _gae_variant(kind), words)
+    fails(checks.check_gae, _gae_variant(kind), words)
 
 
 def test_check_gae_reports_a_stub():
-    _fails(checks.check_gae, _stub, ["Exercise 3.1 is not implemented yet"])
+    fails(checks.check_gae, _stub, ["Exercise 3.1 is not implemented yet"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,7 +89,7 @@ def test_check_normalise_advantages_passes_the_course_whiten_and_the_biased_spre
     ("no_centre", ["does not remove the mean"]), ("no_scale", ["standard deviation"]),
     ("per_row", ["each response on its own"]), ("no_zero", ["does not zero the padding"])])
 def test_check_normalise_advantages_names_each_mistake(kind, words):
-    _fails(checks.check_normalise_advantages, _normalise_variant(kind), words)
+    fails(checks.check_normalise_advantages, _normalise_variant(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,7 +128,7 @@ def test_check_clipped_policy_loss_passes_the_course_loss_including_hidden_cases
     ("per_sequence", ["per-sequence mean"]),
     ("detached", ["no gradient"])])
 def test_check_clipped_policy_loss_names_each_mistake(kind, words):
-    _fails(checks.check_clipped_policy_loss, _loss_variant(kind), words)
+    fails(checks.check_clipped_policy_loss, _loss_variant(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -170,7 +163,7 @@ def test_check_kl_penalised_rewards_passes_the_course_function_including_hidden_
     ("every_token", ["every token"]), ("first_token", ["first token"]), ("beta_on_score", ["multiplies the score"]),
     ("no_beta", ["beta is missing"]), ("kl_padding", ["kl penalty on padding"])])
 def test_check_kl_penalised_rewards_names_each_mistake(kind, words):
-    _fails(checks.check_kl_penalised_rewards, _rewards_variant(kind), words)
+    fails(checks.check_kl_penalised_rewards, _rewards_variant(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,7 +193,7 @@ def test_check_response_logprobs_passes_the_course_function_in_eval_mode():
     ("dropout_on", ["dropout is left on", "ratio"]), ("no_temperature", ["temperature is missing when scoring"]),
     ("times_temperature", ["multiplies the logits"]), ("no_shift", ["does not shift"]), ("raw", ["raw logits"])])
 def test_check_response_logprobs_names_each_mistake(kind, words):
-    _fails(checks.check_response_logprobs, _logprobs_variant(kind), words)
+    fails(checks.check_response_logprobs, _logprobs_variant(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -229,7 +222,7 @@ def test_check_gold_peak_passes_the_right_answer_including_hidden_cases():
 @pytest.mark.parametrize("kind,words", [("proxy", ["proxy"]), ("min", ["lowest gold"]), ("last", ["last iteration"]),
                                         ("position", ["position in the list"]), ("wrong_kl", ["kl is not"])])
 def test_check_gold_peak_names_each_mistake(kind, words):
-    _fails(checks.check_gold_peak, _peak_variant(kind), words)
+    fails(checks.check_gold_peak, _peak_variant(kind), words)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,7 +236,7 @@ def test_each_question_accepts_its_answer_and_explains_every_wrong_letter(key):
     check(lambda: question.answer)
     for letter in question.letters:
         if letter != question.answer:
-            _fails(check, lambda: letter, [question.why_not[0][letter][:30]])
+            fails(check, lambda: letter, [question.why_not[0][letter][:30]])
 
 
 def test_lesson_03_questions_do_not_reuse_lesson_01_keys():
