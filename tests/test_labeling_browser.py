@@ -6,7 +6,9 @@ several labels, an undo, a key typed in the widget's keys box and a double click
 pair were shown as text (no element made from them, no script run), and then checks the label file on disk.
 Screenshots go to tests/artifacts/ (git-ignored). A second test runs lesson 02's section 8 as it is (two simulated
 annotators through the widget) and checks that its report reaches the page: JupyterLab drops output that comes
-faster than 1,000 IOPub messages/s, which nbval never sees.
+faster than 1,000 IOPub messages/s, which nbval never sees. A third runs lessons 05 and 06 whole, as a learner does:
+the last cell's output must reach the page with no stderr or error output on the way (a stderr line injected into
+lesson 05 failed it), and in lesson 06 the widget must render and save a click.
 
 Chromium comes from apt (``apt-get install -y --no-install-recommends chromium``, which .ci/run does); without it
 the test is skipped with that hint, unless the CI environment variable is set, where a missing browser fails.
@@ -303,3 +305,52 @@ def test_lesson_02_simulated_annotators_report_reaches_jupyterlab(lab):
     saved = "".join(o.get("text", "") for o in by_id[LESSON_02_CELLS["simulate"]].outputs if o.output_type == "stream")
     assert "agreement careful / lefty" in saved
     assert report.split() == saved.split(), report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# lessons 05 and 06, whole, as a learner runs them
+
+LESSON_END = {"05-choosing-a-method.ipynb": "this notebook took", "06-implementation.ipynb": "this notebook ran in"}
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("name", sorted(LESSON_END))
+def test_lesson_runs_to_its_end_in_jupyterlab(lab, name):
+    """Run all: the last cell's output reaches the page, no cell shows an error or stderr, no IOPub limit is hit; in
+    lesson 06, the widget renders and a click there saves a label next to the notebook."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, root, log_tail = lab
+    lesson = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    for cell in lesson.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(lesson, root / name)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page_errors: list[str] = []
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            _run_notebook(page, url, name)
+            end = page.locator(".jp-OutputArea-output", has_text=LESSON_END[name])
+            try:
+                end.wait_for(timeout=360_000)
+            except Exception as e:
+                raise AssertionError(f"{name} did not reach its last cell: {e}\n{log_tail()}") from None
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            assert errors.count() == 0, errors.all_inner_texts()[:3]
+            page_text = page.locator(".jp-Notebook").inner_text()
+            if name.startswith("06"):
+                widget = page.locator(".labeling-widget")
+                expect(widget.locator(".labeling-progress")).to_contain_text("labeled 0 of", timeout=30_000)
+                widget.locator(".labeling-a").click()
+                expect(widget.locator(".labeling-progress")).to_contain_text("labeled 1 of", timeout=15_000)
+            assert not page_errors, page_errors
+        finally:
+            browser.close()
+    assert "IOPub message rate exceeded" not in page_text and "IOPub data rate exceeded" not in page_text
+    assert "IOPub message rate exceeded" not in log_tail()
+    if name.startswith("06"):
+        labels = labeling.read_labels(root / "labels" / "06")
+        assert [lab.label for lab in labels.labels] == ["a"]
