@@ -78,6 +78,7 @@ artifacts: setup
 	$(BIN)/python -m helpers build comparison
 	$(BIN)/python -m helpers build verifiable
 	$(BIN)/python -m helpers build clinic
+	$(BIN)/python -m helpers build combinations
 	$(BIN)/python -m helpers build pipeline
 
 bench: setup

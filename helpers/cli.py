@@ -5,6 +5,7 @@
 - ``build reward-model``: the course reward model, trained on that set.
 - ``build views``: the reference model's enumerable view of the validation and test splits (helpers/enumerable.py).
 - ``build verifiable``: lesson 05's GRPO runs with the verifiable reward (helpers/rlvr.py; about 15 min).
+- ``build combinations``: lesson 05's SFT then DPO (helpers/combinations.py; a few minutes).
 - ``build clinic``: lesson 05's reading-the-curves runs (helpers/clinic.py; about a minute).
 - ``build comparison``: lesson 05's controlled comparison, short and full runs (helpers/comparison.py; 15-45 min).
 - ``build surprise-ablation``: PPO against the course reward model with and without its surprise term (surprise.py).
@@ -84,6 +85,12 @@ def _build_clinic() -> None:
     print(f"saved the clinic's DPO and short-limit GRPO runs to {CLINIC_PATH}")
 
 
+def _build_combinations() -> None:
+    from .combinations import COMBINATIONS_PATH, build_combinations
+    build_combinations(COMBINATIONS_PATH)
+    print(f"saved SFT, DPO and SFT then DPO, scored on test, to {COMBINATIONS_PATH}")
+
+
 def _build_pipeline() -> None:
     from .pipeline import PIPELINE_PATH, build_pipeline
     build_pipeline(PIPELINE_PATH)
@@ -108,6 +115,7 @@ BUILDS = {
                    _build_verifiable),
     "clinic": ("lesson 05's clinic runs: DPO at beta 0.1 without NLL, GRPO with a 6-token limit (a minute)",
                _build_clinic),
+    "combinations": ("lesson 05's SFT then DPO, beside SFT alone and DPO alone (minutes)", _build_combinations),
     "pipeline": ("lesson 06's end-to-end pipeline and RLAIF comparison, full length and short", _build_pipeline),
 }
 

@@ -1,0 +1,63 @@
+"""Methods combined: supervised fine-tuning, then DPO from the fine-tuned model (lesson 05).
+
+The usual recipe since InstructGPT (Ouyang et al. 2022) starts preference optimisation from a supervised fine-tuned
+model, and DPO's paper (Rafailov et al. 2023, section 4) takes that SFT model as pi_ref. Here: lesson 01's SFT on
+curated demonstrations (:func:`helpers.sft.supervised_finetune`, its defaults), then the controlled comparison's DPO
+run (beta 0.3 with lesson 04's NLL term, 240 steps of 64 of the course's pairs,
+:func:`helpers.comparison.train_dpo_run`) with the SFT model as its start and its reference; beside it SFT alone
+and DPO alone (the same DPO run from pi_ref). The course's pairs are the reference's samples, so for the SFT model
+they are off-policy: as they would be for anyone reusing a preference set. Each is scored on the test split by the
+course's scorecard, KL to pi_ref. (DPO then GRPO is measured in :mod:`helpers.rlvr`.)
+
+``make artifacts`` stores the result in ``helpers/artifacts/combinations.json`` (:func:`build_combinations`, a few
+minutes on two cores).
+Used in lesson 05.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import ARTIFACTS
+from .comparison import SETTINGS, train_dpo_run
+from .evaluate import scorecard
+from .reward import load_preferences
+from .sft import SFTConfig, supervised_finetune
+
+COMBINATIONS_PATH = ARTIFACTS / "combinations.json"
+DPO_BETA = 0.3       # the comparison's chosen DPO strength
+
+
+def build_combinations(path: Path = COMBINATIONS_PATH) -> dict:
+    """Score pi_ref, SFT alone, DPO alone and SFT then DPO on the test split (one thread, seeded) and save them:
+    {policy: {gold_reward, gold_reward_ci, kl, rates...}}."""
+    from .pretrain import load_reference
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = load_reference()
+        pairs = load_preferences("train")
+        sft_model, _ = supervised_finetune(reference, SFTConfig(seed=0))
+        dpo_alone = copy.deepcopy(reference)
+        train_dpo_run(dpo_alone, reference, pairs, DPO_BETA, SETTINGS["full"])
+        sft_then_dpo = copy.deepcopy(sft_model)
+        train_dpo_run(sft_then_dpo, sft_model, pairs, DPO_BETA, SETTINGS["full"])
+        out = {}
+        for name, policy in (("reference", reference), ("sft", sft_model), ("dpo", dpo_alone),
+                             ("sft_then_dpo", sft_then_dpo)):
+            card = scorecard(policy.eval(), reference)
+            out[name] = card.figures() | {"gold_reward_ci": card.gold_reward_ci, "kl": card.kl}
+    finally:
+        torch.set_num_threads(threads)
+    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def load_combinations(path: Path = COMBINATIONS_PATH) -> dict:
+    """The committed figures (``python -m helpers build combinations``)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no combinations at {path}; run `python -m helpers build combinations`")
+    return json.loads(Path(path).read_text())
