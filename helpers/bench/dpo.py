@@ -28,6 +28,7 @@ from ..checkpoint import ARTIFACTS
 from ..evaluate import PROTOCOL_SPLIT, answer_rates, gap_closed, scorecard
 from ..pretrain import PretrainConfig, load_reference
 from ..reward import COURSE_TAU, load_preferences
+from .ppo import failure_cuts
 
 # the candidates; 4 epochs at most (one is too few: lesson 04 shows it), the validation win rate picks the step
 GRID = tuple(dpo.DPOConfig(beta=beta, lr=3e-4, nll_weight=0.5, max_epochs=4, eval_every=40, patience=3)
@@ -80,7 +81,7 @@ def bench_dpo() -> dict:
     best = world.best_gold_reward(PROTOCOL_SPLIT)
     out = {k: figures[k] for k in ("gold_reward", "kl", "win_rate", "malformed", *FAILURES)}
     out["gap_closed"] = gap_closed(figures["gold_reward"], ref_figures["gold_reward"], best)
-    out["cut"] = {k: 1 - figures[k] / ref_figures[k] for k in FAILURES if ref_figures[k] > 0}
+    out["cut"] = failure_cuts(figures, ref_figures)["cut"]
     out["reference_malformed"] = ref_figures["malformed"]
     out["train_s"] = chosen["train_s"]
     out["chosen"] = {"beta": cfg.beta, "lr": cfg.lr, "nll_weight": cfg.nll_weight, "step": chosen["result"].best_step,

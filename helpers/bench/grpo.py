@@ -16,8 +16,9 @@ import torch
 
 from .. import enumerable, grpo
 from ..comparison import load_comparison, summary
-from ..evaluate import PROTOCOL_SPLIT
-from .ppo import table_figures
+from ..evaluate import PROTOCOL_SPLIT, scorecard
+from ..pretrain import load_reference
+from .ppo import failure_cuts, table_figures
 
 
 def enumerable_figures(ref_probs: torch.Tensor, rewards: torch.Tensor,
@@ -28,7 +29,8 @@ def enumerable_figures(ref_probs: torch.Tensor, rewards: torch.Tensor,
 
 def bench_grpo() -> dict:
     """{"grpo": {...}, "rloo": {...}}: the enumerable gain fractions (and GRPO's variants under ``grpo.variants``),
-    and gap_closed of each method's chosen run in the committed comparison."""
+    and gap_closed, cut and worse_than_reference (as ``ppo.*``) of each method's chosen run in the committed
+    comparison."""
     # every tensor here is a small table: one thread is fastest, and two fight over the cores when the machine is busy
     torch.set_num_threads(1)
     # the same view as ppo.enumerable_gain_fraction
@@ -44,7 +46,10 @@ def bench_grpo() -> dict:
                if k in ("enumerable_gain_fraction", "enumerable_kl")}
         for name, change in variants.items()}
     # the language-model figures: GRPO's and RLOO's chosen runs in lesson 05's controlled comparison (test split)
-    figures = summary(load_comparison("full"))
+    full = load_comparison("full")
+    figures, ref_figures = summary(full), scorecard(load_reference()).figures()
     for method in ("grpo", "rloo"):
+        rates = full["methods"][method]["test"]["rates"]
         out[method] |= {k: figures[method][k] for k in ("gap_closed", "gold_reward", "kl", "strength")}
+        out[method] |= failure_cuts(rates, ref_figures)
     return out

@@ -57,6 +57,12 @@ def enumerable_figures(reference, cfg: ppo.EnumerablePPOConfig = ppo.EnumerableP
     return table_figures(lambda: ppo.enumerable_ppo(view.ref_probs, view.rewards, cfg), cfg.iterations)
 
 
+def failure_cuts(figures: dict, ref_figures: dict) -> dict:
+    """{"cut": {failure: 1 - rate / reference rate}, "worse_than_reference": [failures and malformed that rose]}."""
+    return {"cut": {k: 1 - figures[k] / ref_figures[k] for k in FAILURES if ref_figures[k] > 0},
+            "worse_than_reference": [k for k in (*FAILURES, "malformed") if figures[k] > ref_figures[k]]}
+
+
 def lm_figures(reference, reward, ref_figures: dict, betas=BETAS, cfg: rlhf.PPOConfig = RUN) -> dict:
     """Train one PPO run per beta against ``reward``, choose on validation, report the test scorecard."""
     train, val = list(world.prompts("train")), list(world.prompts("validation"))
@@ -77,8 +83,7 @@ def lm_figures(reference, reward, ref_figures: dict, betas=BETAS, cfg: rlhf.PPOC
                                    *FAILURES)}
     out["gap_closed"] = gap_closed(figures["gold_reward"], ref_figures["gold_reward"],
                                    world.best_gold_reward(PROTOCOL_SPLIT))
-    out["cut"] = {k: 1 - figures[k] / ref_figures[k] for k in FAILURES if ref_figures[k] > 0}
-    out["worse_than_reference"] = [k for k in (*FAILURES, "malformed") if figures[k] > ref_figures[k]]
+    out |= failure_cuts(figures, ref_figures)
     out["train_s"] = chosen["train_s"]
     out["chosen"] = {"beta": chosen["beta"], "iteration": chosen["result"].best_iteration,
                      "val_win_rate": chosen["val_win_rate"], "val_gold_reward": chosen["val_gold_reward"],
