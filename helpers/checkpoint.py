@@ -1,8 +1,10 @@
 """Saving and loading model weights: one file format for every checkpoint of the course (the reference model, the
-reward model, a learner's own), with the config and vocabulary it belongs to, loaded with ``weights_only=True``.
+reward model, a learner's own), with the config and vocabulary it belongs to, loaded with ``weights_only=True``;
+and the committed results of longer runs as JSON (:func:`save_results`, :func:`load_results`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,3 +73,19 @@ def load(path: Path, kind: type = LanguageModel) -> torch.nn.Module:
                               f"{REBUILD}") from e
     model.eval()
     return model
+
+
+def save_results(results: dict, path: Path) -> None:
+    """Write the results of a run as JSON (sorted keys, indented, so that a rebuild's diff is readable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, sort_keys=True, allow_nan=True) + "\n")
+
+
+def load_results(path: Path, build: str) -> dict:
+    """Results saved by :func:`save_results`; when the file is missing, say which ``python -m helpers build``
+    command (``build``) makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results at {path}; run `python -m helpers build {build}` (or `make artifacts`)")
+    return json.loads(path.read_text())

@@ -14,7 +14,6 @@ Used in lesson 05.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import dpo, grpo, world
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .reward import load_preferences
 from .verifiable import verifiable_reward
 
@@ -49,12 +48,10 @@ def build_clinic(path: Path = CLINIC_PATH) -> dict:
                "short_limit": {"config": asdict(SHORT_LIMIT), "history": short.history}}
     finally:
         torch.set_num_threads(threads)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True, allow_nan=True) + "\n")
+    save_results(out, path)
     return out
 
 
 def load_clinic(path: Path = CLINIC_PATH) -> dict:
     """The committed clinic runs (``python -m helpers build clinic``)."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no clinic runs at {path}; run `python -m helpers build clinic`")
-    return json.loads(Path(path).read_text())
+    return load_results(path, "clinic")

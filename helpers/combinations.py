@@ -16,12 +16,11 @@ Used in lesson 05.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
 
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .comparison import SETTINGS, train_dpo_run
 from .evaluate import scorecard
 from .reward import load_preferences
@@ -52,12 +51,10 @@ def build_combinations(path: Path = COMBINATIONS_PATH) -> dict:
             out[name] = card.figures() | {"gold_reward_ci": card.gold_reward_ci, "kl": card.kl}
     finally:
         torch.set_num_threads(threads)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    save_results(out, path)
     return out
 
 
 def load_combinations(path: Path = COMBINATIONS_PATH) -> dict:
     """The committed figures (``python -m helpers build combinations``)."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no combinations at {path}; run `python -m helpers build combinations`")
-    return json.loads(Path(path).read_text())
+    return load_results(path, "combinations")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from . import enumerable, grpo, world
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .evaluate import pass_rates, scorecard
 from .model import LanguageModel
 from .selection import choose
@@ -177,12 +177,10 @@ def build_verifiable(path: Path = VERIFIABLE_PATH, names=None, log=print) -> dic
         out["built"] = {"torch": torch.__version__, "threads": 1}
     finally:
         torch.set_num_threads(threads)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    save_results(out, path)
     return out
 
 
 def load_verifiable(path: Path = VERIFIABLE_PATH) -> dict:
     """The committed runs (``python -m helpers build verifiable``)."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no verifiable-reward runs at {path}; run `python -m helpers build verifiable`")
-    return json.loads(Path(path).read_text())
+    return load_results(path, "verifiable")

@@ -152,6 +152,15 @@ def lab(tmp_path_factory):
 NEWS_PROMPT = "Would you like to get notified about official Jupyter news?"
 
 
+def _new_page(browser):
+    """A page, and the list its script errors and dialogs (an ``alert()`` would be one) are collected in."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page_errors: list[str] = []
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+    page.on("dialog", lambda d: page_errors.append(f"dialog: {d.message}"))
+    return page, page_errors
+
+
 def _run_notebook(page, url: str, name: str) -> None:
     """Open ``name`` in JupyterLab, wait for its kernel, and run every cell through JupyterLab's own command.
     (``?reset``: a fresh workspace, so a notebook an earlier test opened does not come back as the current one.)"""
@@ -182,10 +191,7 @@ def test_widget_labels_pairs_in_jupyterlab_and_saves_them(lab):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page_errors: list[str] = []
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.on("dialog", lambda d: page_errors.append(f"dialog: {d.message}"))  # an alert() would land here
+            page, page_errors = _new_page(browser)
             _run_notebook(page, url, "label.ipynb")
             widget = page.locator(".labeling-widget")
             progress = widget.locator(".labeling-progress")
@@ -329,9 +335,7 @@ def test_lesson_runs_to_its_end_in_jupyterlab(lab, name):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page_errors: list[str] = []
-            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page, page_errors = _new_page(browser)
             _run_notebook(page, url, name)
             end = page.locator(".jp-OutputArea-output", has_text=LESSON_END[name])
             try:
