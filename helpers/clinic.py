@@ -24,6 +24,7 @@ from . import dpo, grpo, world
 from .checkpoint import ARTIFACTS, load_results, save_results
 from .reward import load_preferences
 from .verifiable import verifiable_reward
+from .threads import one_thread
 
 CLINIC_PATH = ARTIFACTS / "clinic.json"
 DPO_CLINIC = dpo.DPOConfig(beta=0.1, lr=3e-4, nll_weight=0.0, max_epochs=10 ** 6, max_steps=160, eval_every=10,
@@ -34,9 +35,7 @@ SHORT_LIMIT = replace(grpo.GRPOConfig(), iterations=10, max_new_tokens=6, seed=0
 def build_clinic(path: Path = CLINIC_PATH) -> dict:
     """Run the clinic's DPO and short-limit GRPO runs (one thread, seeded) and save their histories to ``path``."""
     from .pretrain import load_reference
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         reference = load_reference()
         val_pairs = random.Random(0).sample(load_preferences("validation"), 256)
         dpo_run = dpo.train_dpo(load_preferences("train"), val_pairs, DPO_CLINIC, reference=reference,
@@ -46,8 +45,6 @@ def build_clinic(path: Path = CLINIC_PATH) -> dict:
                                 desc="GRPO, 6-token limit")
         out = {"dpo": {"config": asdict(DPO_CLINIC), "history": dpo_run.history},
                "short_limit": {"config": asdict(SHORT_LIMIT), "history": short.history}}
-    finally:
-        torch.set_num_threads(threads)
     save_results(out, path)
     return out
 

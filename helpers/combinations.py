@@ -25,6 +25,7 @@ from .comparison import SETTINGS, train_dpo_run
 from .evaluate import scorecard
 from .reward import load_preferences
 from .sft import SFTConfig, supervised_finetune
+from .threads import one_thread
 
 COMBINATIONS_PATH = ARTIFACTS / "combinations.json"
 DPO_BETA = 0.3       # the comparison's chosen DPO strength
@@ -34,9 +35,7 @@ def build_combinations(path: Path = COMBINATIONS_PATH) -> dict:
     """Score pi_ref, SFT alone, DPO alone and SFT then DPO on the test split (one thread, seeded) and save them:
     {policy: {gold_reward, gold_reward_ci, kl, rates...}}."""
     from .pretrain import load_reference
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         reference = load_reference()
         pairs = load_preferences("train")
         sft_model, _ = supervised_finetune(reference, SFTConfig(seed=0))
@@ -49,8 +48,6 @@ def build_combinations(path: Path = COMBINATIONS_PATH) -> dict:
                              ("sft_then_dpo", sft_then_dpo)):
             card = scorecard(policy.eval(), reference)
             out[name] = card.figures() | {"gold_reward_ci": card.gold_reward_ci, "kl": card.kl}
-    finally:
-        torch.set_num_threads(threads)
     save_results(out, path)
     return out
 

@@ -40,11 +40,12 @@ from pathlib import Path
 import torch
 
 from . import dpo, enumerable, grpo, optimal, reward, rlhf, selection, world
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .evaluate import PROTOCOL_SEED, PROTOCOL_SPLIT, PROTOCOL_TEMPERATURE, gap_closed, scorecard, win_rate
 from .model import LanguageModel
 from .pretrain import load_reference
 from .sampling import Samples, sample_responses, sequence_kl
+from .threads import one_thread
 
 COMPARISON_PATH = ARTIFACTS / "comparison.json"
 METHODS = ("best_of_n", "ppo", "dpo", "grpo", "rloo")
@@ -488,10 +489,8 @@ def run_comparison(setting: str | ComparisonBudget = "short", methods=METHODS, l
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    try:
+    with one_thread():
         reference = load_reference()
         view = enumerable.load_view(PROTOCOL_SPLIT)
         if budget.enumerable_stride > 1:
@@ -516,8 +515,6 @@ def run_comparison(setting: str | ComparisonBudget = "short", methods=METHODS, l
         out["built"] = {"torch": torch.__version__, "threads": 1}
         out["seconds"] = time.perf_counter() - start
         return out
-    finally:
-        torch.set_num_threads(threads)
 
 
 def enumerable_points(result: dict) -> list[dict]:
@@ -578,10 +575,8 @@ def run_live(methods=METHODS, log=print) -> dict:
     machine. Returns {"methods": {method: {strength, point, seconds}}, "prompts", "seconds"}.
     """
     b = SETTINGS["short"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    try:
+    with one_thread():
         reference, reward_model = load_reference(), reward.load_reward_model()
         view = enumerable.load_view(PROTOCOL_SPLIT)
         view = view.subset(range(0, len(view.prompts), LIVE_STRIDE))
@@ -606,8 +601,6 @@ def run_live(methods=METHODS, log=print) -> dict:
                 f"({out['methods'][method]['seconds']:.0f} s)")
         out["seconds"] = time.perf_counter() - start
         return out
-    finally:
-        torch.set_num_threads(threads)
 
 
 def build_comparison(path: Path = COMPARISON_PATH, settings=("short", "full", "live"), log=print) -> dict:
@@ -619,18 +612,14 @@ def build_comparison(path: Path = COMPARISON_PATH, settings=("short", "full", "l
     for name in settings:
         log(f"comparison, {name} setting")
         stored[name] = run_live(log=log) if name == "live" else run_comparison(name, log=log)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(stored, indent=1, sort_keys=True, allow_nan=True) + "\n")
+        save_results(stored, path)
     return stored
 
 
 def load_comparison(setting: str | None = "full", path: Path = COMPARISON_PATH) -> dict:
     """The committed comparison: one setting's result (``"full"``, ``"short"`` or ``"live"``), or the whole file
     (None)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no comparison at {path}; run `python -m helpers build comparison`")
-    stored = json.loads(path.read_text())
+    stored = load_results(path, "comparison")
     if setting is None:
         return stored
     if setting not in stored:

@@ -18,7 +18,6 @@ Used in lesson 06.
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,12 +26,13 @@ from pathlib import Path
 import torch
 
 from . import critic, dpo, grpo, labeling, rlhf, selection, world
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .evaluate import PROTOCOL_SPLIT, gap_closed, scorecard
 from .model import LanguageModel
 from .reward import (COURSE_TAU, RewardModel, RewardTrainConfig, live_validation_pairs, load_preferences,
                      pairwise_accuracy, train_reward_model)
 from .verifiable import verifiable_reward
+from .threads import one_thread
 
 PIPELINE_PATH = ARTIFACTS / "pipeline.json"
 
@@ -94,12 +94,8 @@ def run(reference: LanguageModel, pairs: list[world.PreferencePair], cfg: Pipeli
     """Reward model, PPO, DPO and GRPO from ``pairs``; the figures of every stage on the test split.
 
     Runs on one torch thread: the thread count changes float rounding, and one run must repeat another exactly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _run(reference, pairs, cfg, desc)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(reference: LanguageModel, pairs: list[world.PreferencePair], cfg: PipelineConfig, desc: str
@@ -165,9 +161,7 @@ def rlaif_comparison(reference: LanguageModel, samples_per_prompt: int = RLAIF_S
     """The critic revises ``samples_per_prompt`` reference samples per training prompt (as many as the course
     preference set has); DPO on those AI pairs against DPO on as many of the course's annotator pairs (drawn at
     random), same settings, each checkpoint chosen by the selection rule; figures on the test split."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         annotator = world.Annotator(tau=COURSE_TAU)
         pairs, recall = critic.sampled_ai_pairs(reference, list(world.prompts("train")), samples_per_prompt, seed=0)
         val_pairs, _ = critic.sampled_ai_pairs(reference, list(world.prompts("validation")), 2, seed=100)
@@ -188,8 +182,6 @@ def rlaif_comparison(reference: LanguageModel, samples_per_prompt: int = RLAIF_S
                           "train_s": seconds, "gold_reward_ci": card.gold_reward_ci,
                           **{k: figures[k] for k in ("gold_reward", "kl", "harmful_compliance", "false_answer",
                                                       "fabrication", "insult", "malformed")}}
-    finally:
-        torch.set_num_threads(threads)
     return {"pairs": len(pairs), "critic_recall": recall,
             "label_gold_agreement": ai.gold, "label_annotator_agreement": ai.annotator,
             "annotator_label_gold_agreement": ann.gold, "annotator_label_annotator_agreement": ann.annotator,
@@ -232,12 +224,10 @@ def build_pipeline(path: Path = PIPELINE_PATH, parts: tuple[str, ...] = PARTS) -
     stored = {name: stored[name] for name in PARTS if name in stored}   # parts no longer built are dropped
     for name in parts:
         stored[name] = _build_part(name)
-    path.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    save_results(stored, path)
     return stored
 
 
 def load_pipeline(path: Path = PIPELINE_PATH) -> dict:
     """The figures :func:`build_pipeline` stored: ``{"live": ..., "full": ..., "rlaif": ..., "rlaif_live": ...}``."""
-    if not path.exists():
-        raise FileNotFoundError(f"no pipeline results at {path}; run `make artifacts` to build them")
-    return json.loads(path.read_text())
+    return load_results(path, "pipeline")

@@ -27,6 +27,7 @@ from .evaluate import pass_rates, scorecard
 from .model import LanguageModel
 from .selection import choose
 from .verifiable import verifiable_reward
+from .threads import one_thread
 
 VERIFIABLE_PATH = ARTIFACTS / "verifiable.json"
 PRACTISED_STRIDE = 3            # exact rates on every 3rd practised prompt (92 of the 276 answerable train prompts)
@@ -160,9 +161,7 @@ def build_verifiable(path: Path = VERIFIABLE_PATH, names=None, log=print) -> dic
     from .pretrain import load_reference
     path = Path(path)
     out = json.loads(path.read_text()) if path.exists() and names is not None else {"runs": {}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         reference = load_reference()
         start = time.perf_counter()
         if names is None:
@@ -175,8 +174,6 @@ def build_verifiable(path: Path = VERIFIABLE_PATH, names=None, log=print) -> dic
             out["live"] = run_verifiable(reference, LIVE, live=True)
             out["seconds"] = time.perf_counter() - start
         out["built"] = {"torch": torch.__version__, "threads": 1}
-    finally:
-        torch.set_num_threads(threads)
     save_results(out, path)
     return out
 

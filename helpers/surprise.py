@@ -17,7 +17,6 @@ Used in lesson 02.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .evaluate import scorecard
 from .model import LanguageModel
 from .pretrain import load_reference
@@ -137,12 +136,10 @@ def ppo_ablation(cfg: PPOConfig = ABLATION_PPO) -> dict:
 def build_ppo_ablation(path: Path = ABLATION_PATH) -> dict:
     """Run :func:`ppo_ablation` and store it as JSON (``make artifacts``)."""
     result = ppo_ablation()
-    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    save_results(result, path)
     return result
 
 
 def load_ppo_ablation(path: Path = ABLATION_PATH) -> dict:
     """The stored :func:`ppo_ablation` table."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no stored ablation at {path}; run `python -m helpers build surprise-ablation`")
-    return json.loads(Path(path).read_text())
+    return load_results(path, "surprise-ablation")

@@ -21,7 +21,6 @@ Used in lesson 02.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import world
-from .checkpoint import ARTIFACTS
+from .checkpoint import ARTIFACTS, load_results, save_results
 from .reward import COURSE_TAU, RewardTrainConfig, load_reward_model, score_texts, train_reward_model
 
 CLAIM = "i know it is {claim} ."   # appended to the prompt: the user's belief
@@ -149,12 +148,10 @@ def experiment() -> dict:
 def build_experiment(path: Path = EXPERIMENT_PATH) -> dict:
     """Run :func:`experiment` and store it as JSON (``make artifacts``)."""
     result = experiment()
-    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    save_results(result, path)
     return result
 
 
 def load_experiment(path: Path = EXPERIMENT_PATH) -> dict:
     """The stored :func:`experiment`."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no stored experiment at {path}; run `python -m helpers build sycophancy`")
-    return json.loads(Path(path).read_text())
+    return load_results(path, "sycophancy")

@@ -583,3 +583,20 @@ def _restore(target, state, depth: int = 0) -> None:
         for f in dataclasses.fields(target):
             if f.name in state["fields"]:
                 _restore(getattr(target, f.name), state["fields"][f.name], depth + 1)
+
+
+def _tiny_preference_setup(model_class):
+    """A tiny ``model_class`` (one block, 32 wide; seed 0, eval mode) and two batches of 8 clean preference pairs
+    (correct answer over insult, answerable training prompts) from the course's collate function: what the training
+    loop checks of lessons 02 (a reward model) and 04 (DPO) run the learner's loop and the reference loop on."""
+    from ... import world
+    from ...checkpoint import default_config
+    from ...tokenizer import Tokenizer, collate_preferences
+    torch.manual_seed(0)
+    model = model_class(dataclasses.replace(default_config(), n_layer=1, n_embd=32, n_head=2))
+    model.eval()
+    ps = [p for p in world.prompts("train") if p.category == "answerable"][:16]
+    pairs = [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
+    tok = Tokenizer()
+    batches = [collate_preferences(pairs[i:i + 8], tok, model.cfg.block_size) for i in (0, 8)]
+    return model, batches

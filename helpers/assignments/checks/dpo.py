@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from .base import (ATOL_VALUE, QUESTIONS, Question, RTOL_VALUE, _call, _close, _fail, _first_match, _fmt,
-                   _inputs_unchanged, _tensor_result, check_choice)
+                   _inputs_unchanged, _tensor_result, _tiny_preference_setup, check_choice)
 
 # ================================================================================================================
 # lesson 04: the DPO loss and its metrics, the summed sequence log-prob, a DPO training loop, RLHF vs DPO
@@ -202,19 +202,8 @@ def check_sequence_logprob(sequence_logprob: Callable, hidden: bool = False) -> 
 
 def _loop_setup():
     """A tiny model and two batches of clean preference pairs (correct answer over insult)."""
-    from ... import world
-    from ...checkpoint import default_config
     from ...model import LanguageModel
-    from ...tokenizer import Tokenizer, collate_preferences
-    import dataclasses
-    torch.manual_seed(0)
-    model = LanguageModel(dataclasses.replace(default_config(), n_layer=1, n_embd=32, n_head=2))
-    model.eval()
-    ps = [p for p in world.prompts("train") if p.category == "answerable"][:16]
-    pairs = [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
-    tok = Tokenizer()
-    batches = [collate_preferences(pairs[i:i + 8], tok, model.cfg.block_size) for i in (0, 8)]
-    return model, batches
+    return _tiny_preference_setup(LanguageModel)
 
 
 def _reference_loop(policy, reference, batches, beta, lr, epochs, average=False, sign=1.0):

@@ -17,6 +17,7 @@ import torch
 
 from ... import critic, world
 from .base import QUESTIONS, Question, _call, _fail, check_choice
+from ...threads import one_thread
 
 PRINCIPLES_06 = ("harmless", "respectful", "honest")  # the learner's critic: these three, in this order
 
@@ -441,9 +442,7 @@ def check_mini_project(mini_project: Callable) -> None:
 
     from ...pretrain import load_reference
     name = "mini_project"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # as the notebook: the thread count changes float rounding, and so the samples
-    try:
+    with one_thread():   # as the notebook: the thread count changes float rounding, and so the samples
         pristine = load_reference().eval()
         reference = copy.deepcopy(pristine)
         policy = copy.deepcopy(pristine)
@@ -529,8 +528,6 @@ def check_mini_project(mini_project: Callable) -> None:
             _fail(name, f"the DPO policy does not improve on the reference: its mean gold reward is "
                         f"{r.dpo_gold:+.3f}, the reference's {r.reference_gold:+.3f} (at least "
                         f"+{PROJECT_MIN_GAIN} is asked): more steps, more pairs or a larger learning rate")
-    finally:
-        torch.set_num_threads(threads)
     print(f"mini_project passed: on the test split the reference scores {r.reference_gold:+.3f}; DPO "
           f"{r.dpo_gold:+.3f} at KL {kl:.2f} nats (gap closed {r.gap(r.dpo_gold):.2f}); Best-of-{n} with the reward "
           f"model {bon.gold[n]:+.3f} at KL {kl_bon:.2f} (gap closed {r.gap(bon.gold[n]):.2f}); every figure you "

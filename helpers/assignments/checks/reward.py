@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from .base import (ATOL_PROBS, ATOL_VALUE, QUESTIONS, Question, RTOL_VALUE, _call, _close, _fail, _first_match,
-                   _fmt, _inputs_unchanged, _tensor_result, check_choice)
+                   _fmt, _inputs_unchanged, _tensor_result, _tiny_preference_setup, check_choice)
 
 # ----------------------------------------------------------------------------------------------------------------
 # lesson 02: preference batches, the score at <eos>, the Bradley-Terry loss and its gradient, length bias
@@ -468,19 +468,8 @@ def check_preference_batch(preference_batch: Callable, hidden: bool = False) -> 
 def _reward_loop_setup():
     """A tiny reward model (one block, 32 wide, a scalar head) and two batches of clean preference pairs
     (correct answer over insult), from the course's collate function."""
-    import dataclasses
-    from ... import world
-    from ...checkpoint import default_config
     from ...model import ScalarModel
-    from ...tokenizer import Tokenizer, collate_preferences
-    torch.manual_seed(0)
-    model = ScalarModel(dataclasses.replace(default_config(), n_layer=1, n_embd=32, n_head=2))
-    model.eval()
-    ps = [p for p in world.prompts("train") if p.category == "answerable"][:16]
-    pairs = [world.PreferencePair(p.text, world.response(p, "correct"), world.response(p, "insult")) for p in ps]
-    tok = Tokenizer()
-    batches = [collate_preferences(pairs[i:i + 8], tok, model.cfg.block_size) for i in (0, 8)]
-    return model, batches
+    return _tiny_preference_setup(ScalarModel)
 
 
 def _reference_reward_loop(model, batches, lr, epochs, read="eos", reduce="mean", sign=1.0):
