@@ -23,6 +23,7 @@ import torch
 from .checkpoint import ARTIFACTS, load_results, save_results
 from .comparison import SETTINGS, train_dpo_run
 from .evaluate import scorecard
+from .model import LanguageModel
 from .reward import load_preferences
 from .sft import SFTConfig, supervised_finetune
 from .threads import one_thread
@@ -31,18 +32,23 @@ COMBINATIONS_PATH = ARTIFACTS / "combinations.json"
 DPO_BETA = 0.3       # the comparison's chosen DPO strength
 
 
+def dpo_run(start: LanguageModel, reference: LanguageModel | None = None) -> LanguageModel:
+    """The comparison's chosen DPO run (beta 0.3, 240 steps of the course's pairs) from a copy of ``start``, against
+    ``reference`` (default: ``start`` itself, as DPO's paper takes its SFT model); in eval mode."""
+    policy = copy.deepcopy(start)
+    train_dpo_run(policy, reference if reference is not None else start, load_preferences("train"), DPO_BETA,
+                  SETTINGS["full"])
+    return policy.eval()
+
+
 def build_combinations(path: Path = COMBINATIONS_PATH) -> dict:
     """Score pi_ref, SFT alone, DPO alone and SFT then DPO on the test split (one thread, seeded) and save them:
     {policy: {gold_reward, gold_reward_ci, kl, rates...}}."""
     from .pretrain import load_reference
     with one_thread():
         reference = load_reference()
-        pairs = load_preferences("train")
         sft_model, _ = supervised_finetune(reference, SFTConfig(seed=0))
-        dpo_alone = copy.deepcopy(reference)
-        train_dpo_run(dpo_alone, reference, pairs, DPO_BETA, SETTINGS["full"])
-        sft_then_dpo = copy.deepcopy(sft_model)
-        train_dpo_run(sft_then_dpo, sft_model, pairs, DPO_BETA, SETTINGS["full"])
+        dpo_alone, sft_then_dpo = dpo_run(reference), dpo_run(sft_model)
         out = {}
         for name, policy in (("reference", reference), ("sft", sft_model), ("dpo", dpo_alone),
                              ("sft_then_dpo", sft_then_dpo)):

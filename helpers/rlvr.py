@@ -34,6 +34,13 @@ PRACTISED_STRIDE = 3            # exact rates on every 3rd practised prompt (92 
 TEMPERATURES = (1.0, 0.5, 0.25)  # the reference sampled colder: the cheap alternative to training
 
 
+def false_answer_cut(run: dict, where: str, iteration: int) -> float:
+    """The share of the reference's false answers gone at ``iteration`` of a run of :func:`run_verifiable`, on the
+    prompts ``where`` ("practised", "validation" or "test"): 1 - rate / rate at iteration 0 (negative: a rise)."""
+    at = {c["iteration"]: c for c in run["checks"]}
+    return 1 - at[iteration][where]["wrong"] / at[0][where]["wrong"]
+
+
 def answerable(prompts) -> list[world.Prompt]:
     """The answerable prompts among ``prompts``, in order."""
     return [p for p in prompts if p.category == "answerable"]
@@ -98,14 +105,12 @@ def run_verifiable(reference: LanguageModel, run: VerifiableRun = VerifiableRun(
     practised = run.practised()[::PRACTISED_STRIDE]
     held_out = {} if live else {"validation": answerable(world.prompts("validation")),
                                 "test": answerable(world.prompts("test"))}
-    policy = copy.deepcopy(reference)
     if run.start == "dpo":
-        from .comparison import SETTINGS, train_dpo_run
-        from .reward import load_preferences
-        train_dpo_run(policy, reference, load_preferences("train"), 0.3, SETTINGS["full"])
-        reference = copy.deepcopy(policy.eval())
+        from .combinations import dpo_run
+        reference = dpo_run(reference)          # GRPO's anchor from here on: the DPO policy
     elif run.start != "reference":
         raise ValueError(f"start must be 'reference' or 'dpo', got {run.start!r}")
+    policy = copy.deepcopy(reference)
     rows, states = [], {}
 
     def measure(iteration: int) -> None:

@@ -12,11 +12,6 @@ from ..comparison import differences
 from ..pretrain import load_reference
 
 
-def _cut(run: dict, where: str, iteration: int) -> float:
-    at = {c["iteration"]: c for c in run["checks"]}
-    return 1 - at[iteration][where]["wrong"] / at[0][where]["wrong"]
-
-
 def bench_verifiable() -> dict:
     """{"verifiable": {practised_false_cut, test_false_cut_at_chosen, ..., live_reproduces_committed}}."""
     runs = rlvr.load_verifiable()
@@ -26,15 +21,16 @@ def bench_verifiable() -> dict:
     temps = runs["temperatures"]
     cold = str(min(rlvr.TEMPERATURES))
     out = {
-        "practised_false_cut": max(_cut(r, "practised", c["iteration"])
+        "practised_false_cut": max(rlvr.false_answer_cut(r, "practised", c["iteration"])
                                    for r in (main, runs["runs"]["grpo_seed1"]) for c in r["checks"][1:]),
-        "practised_false_cut_at_chosen": _cut(main, "practised", chosen),
+        "practised_false_cut_at_chosen": rlvr.false_answer_cut(main, "practised", chosen),
         "chosen_iteration": chosen,
         "test_false_reference": at[0]["test"]["wrong"],
         "test_false_at_chosen": at[chosen]["test"]["wrong"],
-        "test_false_cut_at_chosen": _cut(main, "test", chosen),
+        "test_false_cut_at_chosen": rlvr.false_answer_cut(main, "test", chosen),
         f"test_false_reference_temperature_{cold}": temps[cold]["wrong"],
-        "control_practised_false_cut": max(_cut(control, "practised", c["iteration"]) for c in control["checks"][1:]),
+        "control_practised_false_cut": max(rlvr.false_answer_cut(control, "practised", c["iteration"])
+                                           for c in control["checks"][1:]),
         "pass_at_chosen": {where: at[chosen][f"{where}_pass"] for where in ("practised", "test")},
         "pass_reference": {where: at[0][f"{where}_pass"] for where in ("practised", "test")},
     }
